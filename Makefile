@@ -1,0 +1,69 @@
+# pi-infer: `make run`, `make test`, `make bench`, `make install` (see README.md).
+SHELL := /bin/bash
+PYTHON_BASE ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+SHARED ?= $(abspath $(CURDIR)/../shared)
+SOURCE ?=
+CONFIG ?=
+PREFIX ?= /opt/pi-infer
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+ARCH := $(shell uname -m)
+# On aarch64 every dependency is pinned to versions that run on a Pi 4 (see packaging/).
+CONSTRAINTS := $(if $(filter aarch64,$(ARCH)),-c packaging/constraints-$(ARCH).txt,)
+# picamera2 comes from the OS (python3-picamera2); let the venv see it when present.
+SYSTEM_SITE := $(shell /usr/bin/python3 -c 'import picamera2' >/dev/null 2>&1 && echo --system-site-packages)
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip --quiet
+
+export PI_INFER_SHARED := $(SHARED)
+
+.PHONY: venv run test lint bench install install-venv install-files uninstall clean
+
+$(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt)
+	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PIP) install --progress-bar off $(CONSTRAINTS) -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.deps-stamp
+	$(PIP) install --no-deps -e .
+
+run: venv
+	$(PYTHON) -m pidaemon run $(if $(CONFIG),--config $(CONFIG)) $(if $(SOURCE),--source $(SOURCE))
+
+lint: venv
+	$(PYTHON) -m ruff check pidaemon tests
+
+test: venv lint
+	$(PYTHON) -m pytest -q tests
+
+bench: venv
+	$(PYTHON) -m pidaemon bench $(if $(CONFIG),--config $(CONFIG)) --json bench-results.json
+
+install: install-venv install-files
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload && echo "installed: systemctl enable --now pi-infer"; fi
+
+install-venv:
+	test -x $(DESTDIR)$(PREFIX)/venv/bin/python || \
+	  $(PYTHON_BASE) -m venv $(SYSTEM_SITE) $(DESTDIR)$(PREFIX)/venv
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(DESTDIR)$(PREFIX)/venv/bin/python -m pip install \
+	  --progress-bar off $(CONSTRAINTS) .
+
+install-files:
+	install -D -m 644 systemd/pi-infer.service $(DESTDIR)$(UNITDIR)/pi-infer.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml ]; then \
+	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml"; \
+	else install -D -m 644 etc/pi-infer.yaml $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml; fi
+
+uninstall:
+	-[ -z "$(DESTDIR)" ] && systemctl disable --now pi-infer 2>/dev/null
+	rm -f $(DESTDIR)$(UNITDIR)/pi-infer.service
+	rm -rf $(DESTDIR)$(PREFIX)
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml"
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache bench-results.json
+
+-include mk/*.mk

@@ -1,0 +1,5 @@
+"""`python -m pidaemon` is the same as the `pi-infer` command."""
+
+from pidaemon.cli import main
+
+raise SystemExit(main())

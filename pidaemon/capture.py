@@ -1,0 +1,245 @@
+"""The capture thread: camera or video file to the drop-oldest frame queue.
+
+It never blocks on the queue and never spins: a camera paces it by blocking in `read()`, a video
+file is paced at the configured fps with timed waits. A missing or vanished camera is retried with
+capped exponential backoff and reported once per state change, not once per failed read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pidaemon.config import CameraConfig
+from pidaemon.eventlog import emit
+from pidaemon.framequeue import DropOldestQueue, QueueClosed
+from pidaemon.preprocess import crop_and_resize, is_valid_frame
+from pidaemon.worker import Worker
+
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+READ_TIMEOUT_MS = 1000  # a V4L2 read returns within this even when the camera stalls
+MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay responsive
+
+
+@dataclass
+class Frame:
+    seq: int
+    captured_at: float  # time.monotonic() just after the frame arrived
+    rgb: np.ndarray  # 224x224x3 uint8, ready for the model
+
+
+def is_device(device: str | int) -> bool:
+    return isinstance(device, int) or str(device).startswith("/dev/")
+
+
+def describe_fourcc(code: float) -> str:
+    value = int(code)
+    chars = "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4))
+    return chars.strip("\0 ") or "unknown"
+
+
+class Capture:
+    """One open camera or video file, with what it actually granted."""
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.config = config
+        self.device = config.device
+        self.is_device = is_device(config.device)
+        self.granted = ""
+        self._cap: Any = None
+
+    def open(self) -> None:
+        """Open the source or raise OSError with a reason a user can act on."""
+        config = self.config
+        if self.is_device:
+            if isinstance(self.device, str) and not os.path.exists(self.device):
+                raise OSError(f"{self.device} does not exist")
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      READ_TIMEOUT_MS]
+            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2, params)
+            if not cap.isOpened():
+                raise OSError(f"cannot open {self.device} with V4L2 (busy, or not a capture "
+                              f"device; is the user in the 'video' group?)")
+            # The pixel format must be set before size and rate, which depend on it.
+            if config.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*config.fourcc.ljust(4)[:4]))
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
+            cap.set(cv2.CAP_PROP_FPS, config.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            backend = "V4L2"
+        else:
+            if not os.path.exists(str(self.device)):
+                raise OSError(f"{self.device} does not exist")
+            cap = cv2.VideoCapture(str(self.device))
+            if not cap.isOpened():
+                raise OSError(f"cannot decode {self.device} (not a video file OpenCV can read)")
+            backend = cap.getBackendName()
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fourcc = describe_fourcc(cap.get(cv2.CAP_PROP_FOURCC))
+        self.granted = f"{width}x{height} {fourcc} at {fps:.1f} fps"
+        self.grant_fields = {"width": width, "height": height, "fourcc": fourcc,
+                             "camera_fps": round(fps, 2), "backend": backend}
+        self.backend = backend
+        self._cap = cap
+
+    def read(self) -> tuple[bool, Any]:
+        return self._cap.read()
+
+    def rewind(self) -> bool:
+        return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0))
+
+    def release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class CaptureWorker(Worker):
+    """Reads frames, crops them to the model input and puts them on the queue."""
+
+    def __init__(self, config: CameraConfig, frames: DropOldestQueue[Frame]) -> None:
+        super().__init__("capture")
+        self.config = config
+        self.frames = frames
+        self.capture = Capture(config)
+        self.state = "starting"
+        self.status = f"opening {config.device}"
+        self.captured = 0
+        self.bad_frames = 0
+        self.ended = False
+        self._seq = 0
+        self._backoff = BACKOFF_FIRST
+        self._next_attempt = 0.0
+        self._lost_at: float | None = None
+        self._last_frame_at = 0.0
+        self._next_due = 0.0
+        self._interval = 1.0 / config.fps
+
+    # -- states -------------------------------------------------------------------------------
+    def _try_open(self) -> None:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            self.stop_event.wait(min(self._next_attempt - now, MAX_WAIT))
+            return
+        try:
+            self.capture.open()
+        except OSError as exc:
+            self._failed_to_open(str(exc))
+            return
+        source = self.config.device
+        if self._lost_at is not None:
+            emit("camera", f"camera: recovered {source} after {now - self._lost_at:.1f} s: "
+                 f"{self.capture.granted}", state="recovered", device=str(source),
+                 **self.capture.grant_fields)
+        else:
+            asked = f"{self.config.width}x{self.config.height} at {self.config.fps:.1f} fps"
+            what = f" (asked {asked})" if self.capture.is_device else ""
+            emit("camera", f"camera: opened {source} ({self.capture.backend}): "
+                 f"{self.capture.granted}{what}", state="opened", device=str(source),
+                 **self.capture.grant_fields)
+        self.state = "streaming"
+        self.status = f"streaming {source}: {self.capture.granted}"
+        self._backoff = BACKOFF_FIRST
+        self._lost_at = None
+        self._last_frame_at = time.monotonic()
+        self._next_due = self._last_frame_at
+
+    def _failed_to_open(self, reason: str) -> None:
+        source = self.config.device
+        if self.state == "starting":  # a lost camera was reported when it was lost
+            self.state = "waiting"
+            self._lost_at = time.monotonic()
+            emit("camera", f"camera: waiting for {source}: {reason}; retrying with backoff "
+                 f"{BACKOFF_FIRST:g} s up to {BACKOFF_MAX:g} s", logging.WARNING,
+                 state="waiting", device=str(source), reason=reason)
+        self.status = f"waiting for camera {source}: {reason}"
+        self._next_attempt = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _lose(self, reason: str) -> None:
+        source = self.config.device
+        self.capture.release()
+        self.state = "lost"
+        self._lost_at = time.monotonic()
+        self.status = f"camera {source} lost: {reason}; retrying"
+        emit("camera", f"camera: lost {source}: {reason}; retrying with backoff "
+             f"{BACKOFF_FIRST:g} s up to {BACKOFF_MAX:g} s", logging.WARNING, state="lost",
+             device=str(source), reason=reason)
+        self._backoff = BACKOFF_FIRST
+        self._next_attempt = time.monotonic() + BACKOFF_FIRST
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step(self) -> None:
+        if self.state != "streaming":
+            self._try_open()
+            return
+        if not self.capture.is_device:
+            now = time.monotonic()
+            if now < self._next_due:
+                self.stop_event.wait(min(self._next_due - now, MAX_WAIT))
+                return
+            # A reader that fell behind skips ahead instead of bursting to catch up.
+            self._next_due = max(self._next_due + self._interval, now)
+        ok, image = self.capture.read()
+        now = time.monotonic()
+        if not ok:
+            self._read_failed(now)
+            return
+        if not is_valid_frame(image):
+            self.bad_frames += 1
+            if self.bad_frames == 1:
+                emit("camera", f"camera: skipping a bad frame from {self.config.device} "
+                     f"({_describe(image)}); bad frames are counted in the stats",
+                     logging.WARNING, state="bad_frame", device=str(self.config.device))
+            self._check_stall(now)
+            return
+        self._last_frame_at = now
+        self._seq += 1
+        self.captured += 1
+        try:
+            self.frames.put(Frame(self._seq, now, crop_and_resize(image)))
+        except QueueClosed:
+            self.stop_event.set()
+
+    def _read_failed(self, now: float) -> None:
+        if not self.capture.is_device:
+            if self.config.loop and self.capture.rewind():
+                return
+            self.capture.release()
+            self.ended = True
+            self.state = "ended"
+            self.status = f"end of {self.config.device}"
+            emit("camera", f"camera: end of {self.config.device}", state="ended",
+                 device=str(self.config.device))
+            self.stop_event.set()
+            return
+        if isinstance(self.config.device, str) and not os.path.exists(self.config.device):
+            self._lose(f"{self.config.device} disappeared")
+            return
+        self._check_stall(now)
+
+    def _check_stall(self, now: float) -> None:
+        if now - self._last_frame_at >= self.config.stall_timeout:
+            self._lose(f"no frame for {self.config.stall_timeout:g} s")
+        elif self.capture.is_device:
+            # A failed read can return at once; wait a little rather than spin on it.
+            self.stop_event.wait(0.05)
+
+    def teardown(self) -> None:
+        self.capture.release()
+
+
+def _describe(image: object) -> str:
+    if isinstance(image, np.ndarray):
+        return f"shape {image.shape}, dtype {image.dtype}"
+    return f"a {type(image).__name__}"

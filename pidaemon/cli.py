@@ -1,0 +1,159 @@
+"""The `pi-infer` command: run, classify, check-config, prepare and bench.
+
+`main()` returns an exit status. Known problems (PiInferError) are shown as one line naming the
+problem and the fix, with the exit status systemd acts on: 78 (EX_CONFIG) for configuration and
+model files, so the unit does not restart-loop on them. PI_INFER_DEBUG=1 shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pidaemon import __version__
+from pidaemon import config as config_module
+from pidaemon.errors import PiInferError
+from pidaemon.eventlog import configure, emit
+
+# OpenCV's and torch's C++ warnings ("can't open camera by index", "quantized tensors are
+# deprecated") would bury our own clearer lines in the journal.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pi-infer", description="Real-time camera inference "
+                                     "daemon: camera frames in, ImageNet labels out.")
+    parser.add_argument("--version", action="version", version=f"pi-infer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", type=Path, help=f"config file (default "
+                     f"{config_module.DEFAULT_CONFIG_PATH}; built-in defaults if it is missing)")
+    run.add_argument("--source", help="camera device (/dev/video0), device index or video file; "
+                     "overrides camera.device")
+    run.add_argument("--duration", type=float, metavar="SECONDS",
+                     help="stop cleanly this many seconds after becoming ready")
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+
+    classify = commands.add_parser("classify", help="print the top-k classes of still images")
+    classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    classify.add_argument("--config", type=Path, help="config file (model and inference keys)")
+    classify.add_argument("--json", action="store_true", help="one JSON object per image")
+
+    check = commands.add_parser("check-config", help="validate a config, print the effective one")
+    check.add_argument("path", nargs="?", type=Path, help=f"default "
+                       f"{config_module.DEFAULT_CONFIG_PATH}")
+
+    prepare = commands.add_parser("prepare", help="fetch the weights and build the compiled "
+                                  "model cache (what the service does at start)")
+    prepare.add_argument("--config", type=Path)
+
+    bench = commands.add_parser("bench", help="measure pi-infer against the tutorial loop")
+    bench.add_argument("--config", type=Path)
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
+    bench.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pidaemon.service import Service
+
+    configure(args.log_format)
+    cfg = config_module.load(args.config).with_source(args.source)
+    service = Service(cfg, args.config if args.config else _default_path(), args.source,
+                      args.duration)
+    return service.run()
+
+
+def _default_path() -> Path | None:
+    """Reload re-reads the default file only if it existed at start."""
+    path = config_module.DEFAULT_CONFIG_PATH
+    return path if path.exists() else None
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import cv2
+
+    from pidaemon.model import load_classifier
+    from pidaemon.preprocess import Normalizer, crop_and_resize
+
+    cfg = config_module.load(args.config)
+    classifier = load_classifier(cfg.model, cfg.inference)
+    normalize = Normalizer()
+    status = 0
+    for path in args.images:
+        image = cv2.imread(str(path))
+        if image is None:
+            print(f"pi-infer: error: {path}: cannot read it as an image", file=sys.stderr)
+            status = 1
+            continue
+        classes, scores = classifier.top_k(normalize(crop_and_resize(image)), cfg.model.top_k)
+        labels = [classifier.labels[c] for c in classes]
+        if args.json:
+            print(json.dumps({"image": str(path), "classes": classes, "labels": labels,
+                              "scores": [round(s, 4) for s in scores],
+                              "engine": classifier.engine}))
+        else:
+            best = ", ".join(f"{lab} ({c}) {s:.3f}" for c, lab, s in zip(classes, labels, scores, strict=True))
+            print(f"{path}: {best}")
+    return status
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config_module.load(args.path)
+    source = args.path or (config_module.DEFAULT_CONFIG_PATH if _default_path() else
+                           "built-in defaults")
+    print(f"# {source}: valid; effective configuration:")
+    print(config_module.to_yaml(cfg), end="")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from pidaemon.model import load_classifier
+
+    configure("text", sys.stderr)
+    cfg = config_module.load(args.config)
+    classifier = load_classifier(cfg.model, cfg.inference)
+    print(f"model ready: {classifier.description}, engine {classifier.engine}, "
+          f"{len(classifier.labels)} classes")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pidaemon.bench import run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {"run": cmd_run, "classify": cmd_classify, "check-config": cmd_check_config,
+            "prepare": cmd_prepare, "bench": cmd_bench}
+TORCH_COMMANDS = {"run", "classify", "prepare", "bench"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in TORCH_COMMANDS:
+            from pidaemon.torch_compat import ensure_torch_runs_here
+
+            ensure_torch_runs_here()  # before `import torch`, which is where bad wheels crash
+        return COMMANDS[args.command](args)
+    except PiInferError as exc:
+        if os.environ.get("PI_INFER_DEBUG"):
+            raise
+        _report(args.command, exc)
+        return exc.exit_code
+
+
+def _report(command: str, exc: PiInferError) -> None:
+    """Errors of `run` go to the log (the journal); other commands print them to stderr."""
+    logger = logging.getLogger("pi-infer")
+    if command == "run" and logger.handlers:
+        emit("error", f"error: {exc}", logging.ERROR, exit_code=exc.exit_code)
+    else:
+        print(f"pi-infer: error: {exc}", file=sys.stderr)

@@ -1,0 +1,118 @@
+"""The inference thread: freshest frame in, top-k classes out.
+
+Torch's intra-op thread count is set here, in the thread that runs the model, because the
+OpenMP setting is per calling thread. One failing frame is logged with its sequence number and
+skipped; a run of failures means something is broken for good and the worker gives up so that
+systemd restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from pidaemon.capture import Frame
+from pidaemon.errors import WorkerFailed, first_line
+from pidaemon.eventlog import emit
+from pidaemon.framequeue import DropOldestQueue, QueueClosed
+from pidaemon.model import Classifier
+from pidaemon.preprocess import Normalizer
+from pidaemon.worker import Worker
+
+FAULT_ENV = "PI_INFER_FAULT"  # test hook: "hang-inference" hangs this thread after 3 frames
+HANG_AFTER_FRAMES = 3
+
+
+@dataclass
+class Result:
+    seq: int
+    captured_at: float
+    finished_at: float
+    inference_ms: float
+    classes: list[int]
+    scores: list[float]
+
+
+@dataclass
+class LiveSettings:
+    """Settings a reload changes without restarting the thread."""
+
+    threads: int
+    top_k: int
+    max_consecutive_errors: int
+
+
+class InferenceWorker(Worker):
+    def __init__(self, classifier: Classifier, frames: DropOldestQueue[Frame],
+                 results: DropOldestQueue[Result], settings: LiveSettings) -> None:
+        super().__init__("inference")
+        self.classifier = classifier
+        self.frames = frames
+        self.results = results
+        self.settings = settings
+        self.processed = 0
+        self.failed_frames = 0
+        self.busy = False
+        self._consecutive_failures = 0
+        self._threads = 0
+        self._normalize: Normalizer | None = None
+        self._hang = os.environ.get(FAULT_ENV) == "hang-inference"
+
+    def setup(self) -> None:
+        self._normalize = Normalizer()
+        self._apply_threads()
+
+    def _apply_threads(self) -> None:
+        import torch
+
+        if self.settings.threads != self._threads:
+            torch.set_num_threads(self.settings.threads)
+            self._threads = self.settings.threads
+
+    def step(self) -> None:
+        try:
+            frame = self.frames.get(timeout=0.5)
+        except QueueClosed:
+            self.stop_event.set()
+            return
+        if frame is None:
+            return
+        self._apply_threads()
+        if self._hang and self.processed >= HANG_AFTER_FRAMES:
+            emit("fault", "fault hook: hanging the inference thread", logging.WARNING)
+            threading.Event().wait()
+        self.busy = True
+        try:
+            self._infer(frame)
+        finally:
+            self.busy = False
+
+    def _infer(self, frame: Frame) -> None:
+        assert self._normalize is not None
+        started = time.monotonic()
+        try:
+            classes, scores = self.classifier.top_k(self._normalize(frame.rgb),
+                                                    self.settings.top_k)
+        except Exception as exc:
+            self.failed_frames += 1
+            self._consecutive_failures += 1
+            emit("inference_error", f"inference failed on frame seq={frame.seq}: "
+                 f"{first_line(exc)}", logging.ERROR, seq=frame.seq)
+            limit = self.settings.max_consecutive_errors
+            if self._consecutive_failures > limit:
+                raise WorkerFailed(f"inference failed on {self._consecutive_failures} frames in "
+                                   f"a row (limit inference.max_consecutive_errors={limit})"
+                                   ) from exc
+            return
+        finished = time.monotonic()
+        self._consecutive_failures = 0
+        self.processed += 1
+        result = Result(frame.seq, frame.captured_at, finished, (finished - started) * 1000,
+                        classes, scores)
+        try:
+            self.results.put(result)
+        except QueueClosed:
+            self.stop_event.set()

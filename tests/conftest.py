@@ -1,0 +1,183 @@
+"""Shared fixtures: the real weights, labels and photos, video files made from them, and a way
+to run the daemon as a subprocess exactly as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PI_INFER_SHARED", REPO.parent / "shared")).resolve()
+MODELS = SHARED / "models"
+IMAGES = SHARED / "images"
+WEIGHTS = MODELS / "mobilenet_v2_qnnpack_reconstructed.pth"
+TORCHSCRIPT = MODELS / "mobilenet_v2_qnnpack_torchscript.pt"
+LABELS = MODELS / "imagenet_classes.txt"
+
+# The photos in the order the test videos show them, with the classes they must produce.
+PHOTO_ORDER = ["grace_hopper.jpg", "chelsea.png", "coffee.png", "bird.bmp", "cat_720p.jpg"]
+CAT_CLASSES = set(range(281, 286))
+EXPECTED = {
+    "grace_hopper.jpg": {652},  # military uniform
+    "chelsea.png": CAT_CLASSES,
+    "cat_720p.jpg": CAT_CLASSES,
+    "coffee.png": {967},  # espresso
+    "bird.bmp": {19},  # chickadee
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not WEIGHTS.exists():
+        raise pytest.UsageError(f"test assets not found in {SHARED}; set PI_INFER_SHARED")
+
+
+def write_video(path: Path, photos: list[str], seconds_each: float, fps: int = 10,
+                size: tuple[int, int] = (640, 480)) -> Path:
+    """A real MJPG video holding each photo (letterboxed to `size`) for `seconds_each`."""
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened(), "OpenCV cannot write MJPG video here"
+    for name in photos:
+        image = cv2.imread(str(IMAGES / name))
+        scale = min(width / image.shape[1], height / image.shape[0])
+        resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+        top = (height - resized.shape[0]) // 2
+        left = (width - resized.shape[1]) // 2
+        frame = cv2.copyMakeBorder(resized, top, height - resized.shape[0] - top, left,
+                                   width - resized.shape[1] - left, cv2.BORDER_CONSTANT)
+        for _ in range(round(seconds_each * fps)):
+            writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-model cache for the session, so each daemon start is a warm start."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def photo_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The five photos, one second each, at 10 fps."""
+    return write_video(tmp_path_factory.mktemp("video") / "photos.avi", PHOTO_ORDER, 1.0)
+
+
+def base_config(cache_dir: Path, **sections: dict) -> dict:
+    config: dict = {
+        "camera": {"fps": 10},
+        "model": {"weights": str(WEIGHTS), "labels": str(LABELS), "cache_dir": str(cache_dir)},
+        "inference": {"threads": 1},
+        "output": {"interval": 0.5},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def pi_infer(*args: str, env: dict | None = None, timeout: float = 120,
+             **kwargs) -> subprocess.CompletedProcess:
+    """Run the CLI to completion, as `python -m pidaemon`."""
+    return subprocess.run([sys.executable, "-m", "pidaemon", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO, **kwargs)
+
+
+class Daemon:
+    """`pi-infer run` in the background, its JSON output collected by a reader thread."""
+
+    def __init__(self, args: list[str], env: dict | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pidaemon", "run", "--log-format", "json", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=env, start_new_session=True)
+        self.events: list[dict] = []
+        self.lines: queue.Queue[dict | None] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr_lines.extend(self.proc.stderr)
+
+    def wait_for(self, predicate, timeout: float = 60) -> dict:
+        """Collect events until one matches; fails with what was seen so far."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if event is None:
+                self.lines.put(None)
+                break
+            self.events.append(event)
+            if predicate(event):
+                return event
+        raise AssertionError(f"no matching event within {timeout} s; exit={self.proc.poll()} "
+                             f"last events={self.events[-8:]} stderr={self.stderr[-2000:]}")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def finish(self, timeout: float = 10) -> int:
+        """Wait for exit, collect the remaining events, return the exit status."""
+        code = self.proc.wait(timeout=timeout)
+        while (event := self.lines.get(timeout=5)) is not None:
+            self.events.append(event)
+        self.lines.put(None)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def of(self, event: str) -> list[dict]:
+        return [e for e in self.events if e.get("event") == event]
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemons started by a test; any still running at the end are killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def start_daemon(daemons: list[Daemon]):
+    def start(*args: str, env: dict | None = None) -> Daemon:
+        daemon = Daemon(list(args), env)
+        daemons.append(daemon)
+        return daemon
+    return start

@@ -1,0 +1,102 @@
+"""Config loading: valid files, every kind of error (naming file, key and line), exit 78."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pidaemon import config
+from pidaemon.errors import EX_CONFIG, ConfigError
+
+from .conftest import REPO, pi_infer
+
+
+def test_shipped_config_lists_every_key_with_its_default():
+    shipped = yaml.safe_load((REPO / "etc" / "pi-infer.yaml").read_text())
+    declared = {key: default for key, default, _ in config.describe()}
+    in_file = {f"{section}.{key}": value for section, keys in shipped.items()
+               for key, value in keys.items()}
+    assert in_file == declared
+    assert config.validate(shipped) == config.Config()
+
+
+def test_valid_file_overrides_defaults(tmp_path):
+    path = tmp_path / "pi-infer.yaml"
+    path.write_text("camera:\n  device: 1\n  fps: 30\ninference: {threads: 4, engine: qnnpack}\n")
+    cfg = config.load(path)
+    assert cfg.camera.device == 1 and cfg.camera.fps == 30.0
+    assert cfg.inference == dataclasses.replace(config.InferenceConfig(), threads=4,
+                                                engine="qnnpack")
+    assert cfg.model == config.ModelConfig()
+
+
+def test_empty_file_means_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing set\n")
+    assert config.load(path) == config.Config()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("camera:\n  devcie: /dev/video1\n", ["line 2", "camera.devcie", "did you mean 'device'"]),
+    ("camra:\n  device: 0\n", ["line 1", "camra", "did you mean 'camera'"]),
+    ("queue:\n  size: zero\n", ["line 2", "queue.size", "a whole number", "'zero'"]),
+    ("queue:\n  size: 0\n", ["queue.size", "at least 1"]),
+    ("inference:\n  engine: turbo\n", ["inference.engine", "auto, qnnpack, x86, fbgemm"]),
+    ("inference:\n  jit: 1\n", ["inference.jit", "true or false"]),
+    ("inference:\n  threads: true\n", ["inference.threads", "a whole number, not true"]),
+    ("output:\n  min_score: 1.5\n", ["output.min_score", "at most 1.0"]),
+    ("camera:\n  fps: null\n", ["camera.fps", "not empty"]),
+    ("camera: [1, 2]\n", ["camera", "must be a mapping"]),
+    ("- just\n- a list\n", ["(top level)", "mapping of sections"]),
+    ("camera:\n  device: /dev/video0\n bad indent: 1\n", ["not valid YAML", "line 3"]),
+    ("model:\n  torchscript: /m.pt\n", ["model.labels", "required with model.torchscript"]),
+])
+def test_errors_name_file_key_and_fix(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path))
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(tmp_path / "absent.yaml")
+
+
+def test_binary_file_is_an_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00camera")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        config.load(path)
+
+
+def test_source_override():
+    cfg = config.Config()
+    assert cfg.with_source("2").camera.device == 2
+    assert cfg.with_source("clip.mp4").camera.device == "clip.mp4"
+    assert cfg.with_source(None) is cfg
+
+
+def test_check_config_prints_the_effective_config(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("model: {top_k: 3}\n")
+    result = pi_infer("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load(result.stdout)
+    assert effective["model"]["top_k"] == 3 and effective["camera"]["fps"] == 36.0
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["run", "--config"],
+                                     ["classify", "x.jpg", "--config"]])
+def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, command):
+    path = tmp_path / "bad.yaml"
+    path.write_text("output:\n  intervall: 2\n")
+    result = pi_infer(*command, str(path))
+    assert result.returncode == EX_CONFIG
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert "output.intervall: unknown key; did you mean 'interval'?" in output
