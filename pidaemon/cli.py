@@ -99,7 +99,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                               "scores": [round(s, 4) for s in scores],
                               "engine": classifier.engine}))
         else:
-            best = ", ".join(f"{lab} ({c}) {s:.3f}" for c, lab, s in zip(classes, labels, scores, strict=True))
+            ranked = zip(classes, labels, scores, strict=True)
+            best = ", ".join(f"{lab} ({c}) {s:.3f}" for c, lab, s in ranked)
             print(f"{path}: {best}")
     return status
 
