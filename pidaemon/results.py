@@ -61,13 +61,14 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 class ResultsWorker(Worker):
     def __init__(self, results: DropOldestQueue[Result], labels: Callable[[], list[str]],
                  counters: Callable[[], Counters], output: OutputConfig,
-                 on_stats: Callable[[Stats], None]) -> None:
+                 on_stats: Callable[[Stats], None], on_result: Callable[[Result], None]) -> None:
         super().__init__("results")
         self.results = results
         self.labels = labels
         self.counters = counters
         self.output = output
         self.on_stats = on_stats
+        self.on_result = on_result
         self.last: Result | None = None
         self._window: list[Result] = []
         self._window_start = time.monotonic()
@@ -84,6 +85,7 @@ class ResultsWorker(Worker):
             self._window.append(result)
             if self.output.every_frame:
                 self._log_prediction(result)
+            self.on_result(result)
         if time.monotonic() >= due:
             self._log_stats()
 

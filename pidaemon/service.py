@@ -25,12 +25,14 @@ from pidaemon.framequeue import DropOldestQueue
 from pidaemon.inference import InferenceWorker, LiveSettings, Result
 from pidaemon.model import Classifier, load_classifier
 from pidaemon.results import Counters, ResultsWorker, Stats
+from pidaemon.sinks import Sink, build_sinks
 from pidaemon.systemd import Notifier
 from pidaemon.worker import Worker
 
 RESULTS_BUFFER = 256
 JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 TICK = 0.25
+DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd sets no watchdog
 
 
 class TerminateRequest(Exception):
@@ -59,6 +61,7 @@ class Service:
         self._starting = True
         self._captured_before = 0
         self._bad_before = 0
+        self.sinks: list[Sink] = build_sinks(config, self.healthy)
 
     # -- signals ------------------------------------------------------------------------------
     def _on_terminate(self, signum: int, _frame: FrameType | None) -> None:
@@ -112,8 +115,10 @@ class Service:
              engine=self.classifier.engine, classes=len(self.classifier.labels))
         self.inference = InferenceWorker(self.classifier, self.frames, self.results, self.settings)
         self.results_worker = ResultsWorker(self.results, self._labels, self._counters,
-                                            cfg.output, self._on_stats)
+                                            cfg.output, self._on_stats, self._on_result)
         self.capture = CaptureWorker(cfg.camera, self.frames)
+        for sink in self.sinks:
+            sink.start()
         for worker in (self.results_worker, self.inference, self.capture):
             worker.start()
         self._wait_for_capture_attempt()
@@ -158,6 +163,11 @@ class Service:
     def _workers(self) -> list[Worker]:
         return [w for w in (self.capture, self.inference, self.results_worker) if w is not None]
 
+    def healthy(self) -> bool:
+        """The watchdog's view: every worker made progress within its window."""
+        window = self.notifier.watchdog_seconds or DEFAULT_HEALTH_WINDOW
+        return not self._starting and self._alive(time.monotonic(), window)
+
     def _alive(self, now: float, window: float) -> bool:
         """Every worker made progress within `window` seconds (a hang stops the pings)."""
         return all(w.stale_for(now) < window for w in self._workers() if w.is_alive())
@@ -187,6 +197,8 @@ class Service:
             if worker.is_alive():
                 emit("lifecycle", f"the {worker.name} thread did not stop within "
                      f"{JOIN_TIMEOUT:g} s; exiting without it", logging.WARNING)
+        for sink in self.sinks:
+            sink.stop()
         emit("lifecycle", "stopped")
 
     # -- reload -------------------------------------------------------------------------------
@@ -258,4 +270,12 @@ class Service:
         return ""
 
     def _on_stats(self, stats: Stats) -> None:
-        self.notifier.status(self._status_prefix() or stats.summary())
+        status = self._status_prefix() or stats.summary()
+        self.notifier.status(status)
+        for sink in self.sinks:
+            sink.on_stats(stats, status)
+
+    def _on_result(self, result: Result) -> None:
+        labels = self._labels()
+        for sink in self.sinks:
+            sink.on_result(result, labels)
