@@ -107,7 +107,8 @@ class Capture:
 class CaptureWorker(Worker):
     """Reads frames, crops them to the model input and puts them on the queue."""
 
-    def __init__(self, config: CameraConfig, frames: DropOldestQueue[Frame]) -> None:
+    def __init__(self, config: CameraConfig, frames: DropOldestQueue[Frame],
+                 first_seq: int = 1) -> None:
         super().__init__("capture")
         self.config = config
         self.frames = frames
@@ -117,13 +118,17 @@ class CaptureWorker(Worker):
         self.captured = 0
         self.bad_frames = 0
         self.ended = False
-        self._seq = 0
+        self._seq = first_seq - 1  # sequence numbers go on across camera restarts
         self._backoff = BACKOFF_FIRST
         self._next_attempt = 0.0
         self._lost_at: float | None = None
         self._last_frame_at = 0.0
         self._next_due = 0.0
         self._interval = 1.0 / config.fps
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq + 1
 
     # -- states -------------------------------------------------------------------------------
     def _try_open(self) -> None:

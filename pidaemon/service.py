@@ -246,7 +246,7 @@ class Service:
         self.capture.join(JOIN_TIMEOUT)
         self._captured_before += self.capture.captured
         self._bad_before += self.capture.bad_frames
-        self.capture = CaptureWorker(new.camera, self.frames)
+        self.capture = CaptureWorker(new.camera, self.frames, self.capture.next_seq)
         self.capture.start()
 
     # -- what the results thread reads --------------------------------------------------------

@@ -141,6 +141,13 @@ class Daemon:
         raise AssertionError(f"no matching event within {timeout} s; exit={self.proc.poll()} "
                              f"last events={self.events[-8:]} stderr={self.stderr[-2000:]}")
 
+    def seen_or_wait(self, predicate, timeout: float = 60) -> dict:
+        """An event already collected that matches, else the next one that does."""
+        for event in self.events:
+            if predicate(event):
+                return event
+        return self.wait_for(predicate, timeout)
+
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_lines)
