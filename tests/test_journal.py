@@ -18,7 +18,7 @@ def parse_entry(datagram: bytes) -> dict[str, str]:
     fields = {}
     rest = datagram
     while rest:
-        line, sep, after = rest.partition(b"\n")
+        line, _, after = rest.partition(b"\n")
         if b"=" in line:
             key, _, value = line.partition(b"=")
             fields[key.decode()] = value.decode()
