@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pidaemon import picamera2_source
 from pidaemon.config import CameraConfig
 from pidaemon.eventlog import emit
 from pidaemon.framequeue import DropOldestQueue, QueueClosed
@@ -24,7 +25,8 @@ from pidaemon.worker import Worker
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
-READ_TIMEOUT_MS = 1000  # a V4L2 read returns within this even when the camera stalls
+READ_TIMEOUT_MS = 1000  # a read returns within this even when the camera stalls
+OPEN_TIMEOUT_MS = 5000
 MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay responsive
 
 
@@ -35,8 +37,25 @@ class Frame:
     rgb: np.ndarray  # 224x224x3 uint8, ready for the model
 
 
-def is_device(device: str | int) -> bool:
-    return isinstance(device, int) or str(device).startswith("/dev/")
+def source_kind(device: str | int) -> str:
+    """`device` (V4L2), `stream` (a network camera URL) or `file` (a video file)."""
+    if isinstance(device, int) or str(device).startswith("/dev/"):
+        return "device"
+    if "://" in str(device):
+        return "stream"
+    return "file"
+
+
+def choose_kind(config: CameraConfig) -> str:
+    """`camera.backend` applied: `picamera2`, or what `source_kind` says unless forced."""
+    if picamera2_source.wants_picamera2(config):
+        return "picamera2"
+    kind = source_kind(config.device)
+    if config.backend == "v4l2":
+        return "device"
+    if config.backend == "file" and kind == "device":
+        return "file"
+    return kind
 
 
 def describe_fourcc(code: float) -> str:
@@ -51,19 +70,26 @@ class Capture:
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
         self.device = config.device
-        self.is_device = is_device(config.device)
+        self.kind = choose_kind(config)
+        self.live = self.kind != "file"  # live sources pace themselves; files are paced here
         self.granted = ""
         self._cap: Any = None
 
     def open(self) -> None:
         """Open the source or raise OSError with a reason a user can act on."""
         config = self.config
-        if self.is_device:
+        if self.kind == "picamera2":
+            camera = picamera2_source.Picamera2Capture.open(config)
+            self.granted, self.grant_fields = camera.granted, camera.grant_fields
+            self.backend = "picamera2"
+            self._cap = camera
+            return
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        if self.kind == "device":
             if isinstance(self.device, str) and not os.path.exists(self.device):
                 raise OSError(f"{self.device} does not exist")
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                      READ_TIMEOUT_MS]
-            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2, params)
+            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2, timeouts)
             if not cap.isOpened():
                 raise OSError(f"cannot open {self.device} with V4L2 (busy, or not a capture "
                               f"device; is the user in the 'video' group?)")
@@ -75,6 +101,12 @@ class Capture:
             cap.set(cv2.CAP_PROP_FPS, config.fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             backend = "V4L2"
+        elif self.kind == "stream":
+            cap = cv2.VideoCapture(str(self.device), cv2.CAP_FFMPEG, timeouts)
+            if not cap.isOpened():
+                raise OSError(f"cannot connect to {self.device} (camera offline, wrong URL, or "
+                              f"a format FFmpeg cannot read)")
+            backend = cap.getBackendName()
         else:
             if not os.path.exists(str(self.device)):
                 raise OSError(f"{self.device} does not exist")
@@ -95,9 +127,6 @@ class Capture:
     def read(self) -> tuple[bool, Any]:
         return self._cap.read()
 
-    def rewind(self) -> bool:
-        return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0))
-
     def release(self) -> None:
         if self._cap is not None:
             self._cap.release()
@@ -108,11 +137,12 @@ class CaptureWorker(Worker):
     """Reads frames, crops them to the model input and puts them on the queue."""
 
     def __init__(self, config: CameraConfig, frames: DropOldestQueue[Frame],
-                 first_seq: int = 1) -> None:
+                 first_seq: int = 1, capture: Capture | None = None) -> None:
+        """`capture` stands in for the camera or file `config` names (the bench's simulation)."""
         super().__init__("capture")
         self.config = config
         self.frames = frames
-        self.capture = Capture(config)
+        self.capture = capture or Capture(config)
         self.state = "starting"
         self.status = f"opening {config.device}"
         self.captured = 0
@@ -148,7 +178,7 @@ class CaptureWorker(Worker):
                  **self.capture.grant_fields)
         else:
             asked = f"{self.config.width}x{self.config.height} at {self.config.fps:.1f} fps"
-            what = f" (asked {asked})" if self.capture.is_device else ""
+            what = f" (asked {asked})" if self.capture.kind in ("device", "picamera2") else ""
             emit("camera", f"camera: opened {source} ({self.capture.backend}): "
                  f"{self.capture.granted}{what}", state="opened", device=str(source),
                  **self.capture.grant_fields)
@@ -188,7 +218,7 @@ class CaptureWorker(Worker):
         if self.state != "streaming":
             self._try_open()
             return
-        if not self.capture.is_device:
+        if not self.capture.live:
             now = time.monotonic()
             if now < self._next_due:
                 self.stop_event.wait(min(self._next_due - now, MAX_WAIT))
@@ -217,10 +247,11 @@ class CaptureWorker(Worker):
             self.stop_event.set()
 
     def _read_failed(self, now: float) -> None:
-        if not self.capture.is_device:
-            if self.config.loop and self.capture.rewind():
-                return
+        if not self.capture.live:
             self.capture.release()
+            if self.config.loop:
+                self._reopen_file()
+                return
             self.ended = True
             self.state = "ended"
             self.status = f"end of {self.config.device}"
@@ -228,15 +259,22 @@ class CaptureWorker(Worker):
                  device=str(self.config.device))
             self.stop_event.set()
             return
-        if isinstance(self.config.device, str) and not os.path.exists(self.config.device):
+        if self.capture.kind == "device" and not os.path.exists(str(self.config.device)):
             self._lose(f"{self.config.device} disappeared")
             return
         self._check_stall(now)
 
+    def _reopen_file(self) -> None:
+        """Start a looping file again; if it has gone, it is lost like a camera."""
+        try:
+            self.capture.open()
+        except OSError as exc:
+            self._lose(str(exc))
+
     def _check_stall(self, now: float) -> None:
         if now - self._last_frame_at >= self.config.stall_timeout:
             self._lose(f"no frame for {self.config.stall_timeout:g} s")
-        elif self.capture.is_device:
+        elif self.capture.live:
             # A failed read can return at once; wait a little rather than spin on it.
             self.stop_event.wait(0.05)
 
