@@ -1,5 +1,5 @@
 """`python -m pidaemon` is the same as the `pi-infer` command."""
 
-from pidaemon.cli import main
+from pidaemon.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -34,7 +34,15 @@ class WorkerFailed(PiInferError):
     exit_code = 1
 
 
+TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter"
+
+
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception: enough to name a problem in one log line."""
+    """The line of an exception that names the problem, for a one-line log message.
+
+    TorchScript wraps errors in a traceback whose last line is the original error.
+    """
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if lines[0].startswith(TORCHSCRIPT_PREAMBLE) else lines[0]
