@@ -93,10 +93,10 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def pi_infer(*args: str, env: dict | None = None, timeout: float = 120,
-             **kwargs) -> subprocess.CompletedProcess:
+             cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run the CLI to completion, as `python -m pidaemon`."""
     return subprocess.run([sys.executable, "-m", "pidaemon", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO, **kwargs)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 class Daemon:
