@@ -19,7 +19,7 @@ PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip --quiet
 
 export PI_INFER_SHARED := $(SHARED)
 
-.PHONY: venv run test lint bench install install-venv install-files uninstall clean
+.PHONY: venv run test lint soak bench install install-venv install-files uninstall clean
 
 $(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt)
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: venv
 
 test: venv lint
 	$(PYTHON) -m pytest -q tests
+
+SOAK_MINUTES ?= 10
+soak: venv
+	$(PYTHON) -m tests.soak --minutes $(SOAK_MINUTES) --json soak-results.json
 
 bench: venv
 	$(PYTHON) -m pidaemon bench $(if $(CONFIG),--config $(CONFIG)) --json bench-results.json
@@ -64,6 +68,6 @@ uninstall:
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml"
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache bench-results.json
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache bench-results.json soak-results.json
 
 -include mk/*.mk
