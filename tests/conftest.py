@@ -141,6 +141,18 @@ class Daemon:
         raise AssertionError(f"no matching event within {timeout} s; exit={self.proc.poll()} "
                              f"last events={self.events[-8:]} stderr={self.stderr[-2000:]}")
 
+    def drain(self) -> None:
+        """Collect the events already written, without waiting."""
+        while True:
+            try:
+                event = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if event is None:
+                self.lines.put(None)
+                return
+            self.events.append(event)
+
     def seen_or_wait(self, predicate, timeout: float = 60) -> dict:
         """An event already collected that matches, else the next one that does."""
         for event in self.events:

@@ -104,13 +104,14 @@ def test_watchdog_pings_continue_while_waiting_for_a_camera(tmp_path, cache_dir,
                                                             start_daemon):
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir))
     daemon = start_daemon("--config", str(config), "--source", str(tmp_path / "absent.avi"),
-                          env=env_for(notify, watchdog_usec=1_000_000))
+                          env=env_for(notify, watchdog_usec=2_000_000))
     notify.wait_for("READY=1")
     ready_message = next(m for _, m in notify.messages if m.startswith("READY=1"))
     assert "waiting for camera" in ready_message
-    notify.drain(4.0)
+    notify.drain(6.0)
     ready_at = next(t for t, m in notify.messages if m.startswith("READY=1"))
     pings = [t for t, m in notify.messages if m == "WATCHDOG=1" and t > ready_at]
-    assert len(pings) >= 5, "a camera that is away is not a hang"
+    assert len(pings) >= 4, "a camera that is away is not a hang"
+    assert max(b - a for a, b in zip(pings, pings[1:], strict=False)) < 2.0
     daemon.signal(signal.SIGTERM)
     assert daemon.finish() == 0
