@@ -23,6 +23,8 @@ from pidaemon.eventlog import configure, emit
 # deprecated") would bury our own clearer lines in the journal.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+# oneDNN's JIT on aarch64 otherwise leaves a /tmp/perf-<pid>.map file behind on every build.
+os.environ.setdefault("ONEDNN_JIT_PROFILE", "0")
 
 
 def build_parser() -> argparse.ArgumentParser:

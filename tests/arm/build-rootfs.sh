@@ -1,0 +1,14 @@
+#!/bin/sh
+# Builds an arm64 Debian bookworm userland (the base of Raspberry Pi OS 64-bit) in DEST.
+# The first stage runs natively; the second runs the arm64 maintainer scripts under qemu-user
+# through binfmt_misc. python3-pip installs pi-infer in the guest (console script with the guest's
+# interpreter) and runs `pip check` there, where markers evaluate as on a Pi.
+# /opt/site is where the aarch64 wheels are bind-mounted for a run.
+# usage: build-rootfs.sh DEST   (as root, with qemu-aarch64 registered in binfmt_misc)
+set -eu
+dest=$1
+debootstrap --arch=arm64 --variant=minbase --foreign \
+  --include=python3,python3-pip,ca-certificates bookworm "$dest" http://deb.debian.org/debian
+chroot "$dest" /debootstrap/debootstrap --second-stage
+rm -rf "$dest/var/cache/apt/archives"/*.deb "$dest/var/lib/apt/lists"/*
+mkdir -p "$dest/opt/site"

@@ -1,0 +1,218 @@
+"""pi-infer on an emulated Raspberry Pi 4 CPU: what a Pi 4 user runs, checked.
+
+Run by run.sh (`make test-arm`) inside `unshare --mount --propagation private`, with a cached arm64
+Debian userland (ROOTFS) and the pinned aarch64 wheels (SITE). Every guest command runs in a
+chroot under qemu-user with QEMU_CPU=cortex-a72, the Pi 4's core (ARMv8.0, no LSE atomics).
+1. the emulated CPU is strict: one LSE instruction dies with SIGILL there and runs under `max`;
+2. pi-infer installs from its wheel with the guest's pip, and `pip check` finds its aarch64
+   requirements met by the pinned set (skipped when ARM_TORCH overrides the pins);
+3. `pi-infer check-config` accepts the test config;
+4. `pi-infer classify --json` picks the qnnpack engine and labels the photos as on x86;
+5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0.
+With a torch known to crash on Cortex-A72 (ARM_TORCH=2.10.0), step 4 fails with pi-infer's
+refusal instead of the SIGILL a Pi 4 user would get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tests.conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, write_video  # noqa: E402
+
+CPU = "cortex-a72"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # looked up on the host's PATH
+SITE = "/opt/site"  # where the aarch64 wheels are mounted in the guest
+RUN_SECONDS = 30  # ~0.42 s per emulated frame when idle, several times that on a busy host
+
+
+class ProofFailed(AssertionError):
+    """What a Pi 4 user would have seen go wrong."""
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Print how long a phase took, also when it fails."""
+    since = time.monotonic()
+    try:
+        yield
+    finally:
+        print(f"phase {name}: {time.monotonic() - since:.1f} s", flush=True)
+
+
+def mount(stack: ExitStack, target: Path, *args: str) -> None:
+    """Mount in this (private) namespace and unmount when the proof ends."""
+    subprocess.run(["mount", *args, str(target)], check=True)
+    stack.callback(subprocess.run, ["umount", str(target)], check=True)
+
+
+class Guest:
+    """Commands in the arm64 userland, each a fresh emulated process with a clean environment."""
+
+    def __init__(self, rootfs: Path, prefix: str) -> None:
+        self.rootfs = rootfs
+        self.prefix = prefix  # where pi-infer is installed, its console script in bin/
+
+    def run(self, *argv: str, cpu: str = CPU, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {"QEMU_CPU": cpu, "PATH": f"{self.prefix}/bin:/usr/bin:/bin", "HOME": "/root",
+               "LANG": "C.UTF-8", "PYTHONPATH": f"{SITE}:{self.prefix}",
+               "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
+        return subprocess.run([CHROOT, str(self.rootfs), *argv], capture_output=True, text=True,
+                              env=env, timeout=timeout, check=False)
+
+    def ok(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run under cortex-a72 and fail the proof unless it exits 0."""
+        result = self.run(*argv, timeout=timeout)
+        if result.returncode != 0:
+            raise ProofFailed(f"`{' '.join(argv)}` exited {describe(result.returncode)}\n"
+                              f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}")
+        return result
+
+
+def describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return str(returncode)
+
+
+def stage(run: Path, guest_run: str, python: str) -> Path:
+    """Copy the model, labels and photos into the guest, write the config, video and wheel."""
+    for source in (WEIGHTS, LABELS, *(IMAGES / name for name in PHOTO_ORDER)):
+        shutil.copy(source, run / source.name)
+    config = {
+        "camera": {"fps": 10, "loop": True},
+        "model": {"weights": f"{guest_run}/{WEIGHTS.name}", "labels": f"{guest_run}/{LABELS.name}",
+                  "cache_dir": f"{guest_run}/cache"},
+        "output": {"every_frame": True, "interval": 2.0},
+    }
+    (run / "pi-infer.yaml").write_text(yaml.safe_dump(config))
+    write_video(run / "photos.avi", PHOTO_ORDER, 1.0)
+    shutil.copy(REPO / "tests" / "arm" / "lse_probe.py", run)
+    # Build from a copy: an in-tree setuptools build would write build/ into the clone.
+    source = run / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", ".*_cache"))
+    subprocess.run([python, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(run),
+                    str(source)], check=True)
+    return next(run.glob("pi_infer-*.whl"))
+
+
+def prove_strict_cpu(guest: Guest, run: str) -> None:
+    strict = guest.run("python3", f"{run}/lse_probe.py")
+    if strict.returncode != -signal.SIGILL:
+        raise ProofFailed(f"an LSE atomic under QEMU_CPU={CPU} exited "
+                          f"{describe(strict.returncode)}, not SIGILL: the CPU model is not a "
+                          f"Pi 4's\n{strict.stdout}{strict.stderr}")
+    loose = guest.run("python3", f"{run}/lse_probe.py", cpu="max")
+    if loose.returncode != 0 or "37 + 5 -> 42" not in loose.stdout:
+        raise ProofFailed(f"the LSE probe fails under QEMU_CPU=max too "
+                          f"({describe(loose.returncode)}), so its SIGILL proves nothing\n"
+                          f"{loose.stdout}{loose.stderr}")
+    print(f"lse probe: SIGILL under {CPU}; under max {loose.stdout.strip()}")
+
+
+def classify(guest: Guest, run: str) -> None:
+    result = guest.ok("pi-infer", "classify", "--json", "--config", f"{run}/pi-infer.yaml",
+                      *(f"{run}/{name}" for name in PHOTO_ORDER))
+    for line in result.stdout.splitlines():
+        answer = json.loads(line)
+        name = Path(answer["image"]).name
+        top = f"{answer['labels'][0]} ({answer['classes'][0]}) {answer['scores'][0]:.3f}"
+        print(f"classify {name}: {top}, engine {answer['engine']}")
+        if answer["engine"] != "qnnpack":
+            raise ProofFailed(f"engine auto chose {answer['engine']} on aarch64, not qnnpack")
+        if answer["classes"][0] not in EXPECTED[name]:
+            raise ProofFailed(f"{name}: top-1 {top}, expected one of {sorted(EXPECTED[name])}")
+
+
+def run_daemon(guest: Guest, run: str) -> None:
+    result = guest.ok("pi-infer", "run", "--config", f"{run}/pi-infer.yaml", "--source",
+                      f"{run}/photos.avi", "--duration", str(RUN_SECONDS), "--log-format", "json",
+                      timeout=RUN_SECONDS + 180)
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    predictions = [e for e in events if e["event"] == "prediction"]
+    stats = [e["message"] for e in events if e["event"] == "stats"] or ["no stats line"]
+    shown = set().union(*EXPECTED.values())
+    wrong = [p for p in predictions if p["classes"][0] not in shown]
+    print(f"run: {len(predictions)} predictions in {RUN_SECONDS} s, top-1 "
+          f"{sorted({p['labels'][0] for p in predictions})}; last {stats[-1]!r}")
+    if len(predictions) < 3 or wrong:
+        raise ProofFailed(f"expected at least 3 predictions, all of the photos' classes; got "
+                          f"{len(predictions)}, wrong: {wrong[:3]}\n"
+                          f"stderr: {result.stderr[-3000:]}")
+
+
+def install(guest: Guest, run: str, wheel: str, pinned: bool) -> None:
+    """Install pi-infer's wheel with the guest's pip; check its requirements as a Pi would."""
+    guest.ok("python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+             guest.prefix, f"{run}/{wheel}")
+    if pinned:
+        print(guest.ok("python3", "-m", "pip", "check").stdout.strip())
+    else:
+        print("pip check: skipped, ARM_TORCH replaces the pinned torch")
+
+
+def prove(args: argparse.Namespace, passed: list[str]) -> None:
+    """Run the checks in order, each a timed phase; append the name of each that passes."""
+    # A SIGILL must not leave qemu core files behind.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with ExitStack() as stack:
+        # torch's cpuinfo reads /sys and /proc (QNNPACK will not start without them).
+        mount(stack, args.rootfs / "proc", "-t", "proc", "proc")
+        mount(stack, args.rootfs / "sys", "-t", "sysfs", "-o", "ro", "sysfs")
+        mount(stack, args.rootfs / SITE.lstrip("/"), "--bind", "-o", "ro", str(args.site))
+        # The run's files, and whatever the guest leaves in /tmp, vanish with this tmpfs.
+        mount(stack, args.rootfs / "tmp", "-t", "tmpfs", "tmpfs")
+        run = "/tmp/pi-infer-arm"
+        staged = args.rootfs / run.lstrip("/")
+        staged.mkdir()
+        guest = Guest(args.rootfs, f"{run}/pkg")
+        with phase("stage"):
+            wheel = stage(staged, run, sys.executable)
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("lse-probe", lambda: prove_strict_cpu(guest, run)),
+            ("install", lambda: install(guest, run, wheel.name, not args.torch_override)),
+            ("check-config", lambda: guest.ok("pi-infer", "check-config", f"{run}/pi-infer.yaml")),
+            ("classify", lambda: classify(guest, run)),
+            ("run", lambda: run_daemon(guest, run)),
+        ]
+        for name, check in checks:
+            with phase(name):
+                check()
+            passed.append(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rootfs", type=Path, required=True)
+    parser.add_argument("--site", type=Path, required=True)
+    parser.add_argument("--torch-override", action="store_true")
+    args = parser.parse_args()
+    started = time.monotonic()
+    passed: list[str] = []
+    try:
+        prove(args, passed)
+    except ProofFailed as failure:
+        print(f"test-arm: FAILED: {failure}", file=sys.stderr)
+        print(f"test-arm: {len(passed)} passed, 1 failed")
+        return 1
+    print(f"phase total: {time.monotonic() - started:.1f} s")
+    print(f"test-arm: {len(passed)} passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make test-arm`: pi-infer on an emulated Raspberry Pi 4 CPU (Cortex-A72), see proof.py.
+# Usage (as root): run.sh PYTHON SHARED
+#   PYTHON  the test venv's interpreter (opencv, pyyaml), which drives the proof
+#   SHARED  the shared/ directory with images/ and models/
+# ARM_TORCH=2.10.0 (ARM_TORCHVISION defaults to its pair, 0.<minor+15>.<patch>) installs that torch
+# instead of the pinned one: the proof must then fail with pi-infer's refusal.
+# Cached under /var/cache/pi-infer-ci, each keyed by what defines it: the arm64 userland
+# (build-rootfs.sh; ~4 min, 230 MB) and each set of aarch64 wheels (install-site.sh and the
+# requirements; ~30 s, 800 MB).
+set -euo pipefail
+python=${1:?usage: run.sh PYTHON SHARED}
+shared=$(cd "${2:?usage: run.sh PYTHON SHARED}" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=/var/cache/pi-infer-ci
+torch=${ARM_TORCH:-}
+
+[ "$(id -u)" = 0 ] || { echo "test-arm: must run as root (chroot, mount, binfmt_misc)" >&2; exit 1; }
+for tool in qemu-aarch64-static update-binfmts debootstrap chroot unshare flock; do
+    command -v "$tool" >/dev/null || {
+        echo "test-arm: $tool is missing (apt-get install qemu-user-static binfmt-support debootstrap)" >&2
+        exit 1
+    }
+done
+mkdir -p "$cache"
+exec 9>"$cache/arm.lock"
+flock 9
+
+phase() {  # phase NAME START: print how long the phase took
+    awk -v n="$1" -v s="$2" -v e="$EPOCHREALTIME" 'BEGIN { printf "phase %s: %.1f s\n", n, e - s }'
+}
+
+start=$EPOCHREALTIME
+# Arm64 executables run through qemu-aarch64 via binfmt_misc; Debian registers it with the F flag,
+# so the chroot needs no copy of the emulator. It stays registered, as on any host with the package.
+mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 &&
+    grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || {
+    echo "test-arm: qemu-aarch64 is not registered in binfmt_misc with the F flag" \
+         "(the qemu-user-static package does that)" >&2; exit 1; }
+phase binfmt "$start"
+
+start=$EPOCHREALTIME
+rootfs=$cache/arm-rootfs-$(sha256sum <"$here/build-rootfs.sh" | cut -c1-12)
+if [ ! -e "$rootfs/.complete" ]; then
+    echo "building $rootfs (once per build-rootfs.sh)"
+    rm -rf --one-file-system "$rootfs"
+    "$here/build-rootfs.sh" "$rootfs" >"$cache/arm-rootfs.log" 2>&1 || {
+        tail -n 30 "$cache/arm-rootfs.log" >&2; exit 1; }
+    touch "$rootfs/.complete"
+    for old in "$cache"/arm-rootfs-*/; do
+        [ "${old%/}" = "$rootfs" ] || rm -rf --one-file-system "${old%/}"
+    done
+fi
+phase rootfs "$start"
+
+start=$EPOCHREALTIME
+requirements=$(cat "$repo/packaging/constraints-aarch64.txt")
+if [ -n "$torch" ]; then
+    IFS=. read -r _ minor patch <<<"$torch"
+    vision=${ARM_TORCHVISION:-0.$((minor + 15)).$patch}
+    requirements=$(sed -e "s/^torch==.*/torch==$torch/" -e "s/^torchvision==.*/torchvision==$vision/" \
+        <<<"$requirements")
+    echo "ARM_TORCH: installing torch==$torch torchvision==$vision instead of the pinned pair"
+fi
+site=$cache/arm-site-$( { cat "$here/install-site.sh"; echo "$requirements"; } | sha256sum | cut -c1-12)
+if [ ! -e "$site/.complete" ]; then
+    echo "installing the aarch64 wheels into $site (once per requirement set)"
+    rm -rf "$site"
+    mkdir -p "$site"
+    echo "$requirements" >"$site/requirements.txt"
+    "$here/install-site.sh" "$python" "$site" "$site/requirements.txt"
+    touch "$site/.complete"
+fi
+touch "$site"  # last used; wheel sets unused for a month (older pins, ARM_TORCH runs) go
+find "$cache" -maxdepth 1 -name 'arm-site-*' -type d -mtime +30 -exec rm -rf {} +
+phase wheels "$start"
+
+# A private mount namespace: proc, sys and the wheels mounted into the userland vanish with it.
+export PI_INFER_SHARED=$shared
+exec unshare --mount --propagation private -- "$python" "$here/proof.py" \
+    --rootfs "$rootfs" --site "$site" ${torch:+--torch-override}
