@@ -45,15 +45,34 @@ soak: venv
 bench: venv
 	$(PYTHON) -m pidaemon bench $(if $(CONFIG),--config $(CONFIG)) --json bench-results.json
 
+# `pi-infer` as the service runs it: its dynamic user, cache directory and environment, so the
+# weights and the compiled model land where the service looks, owned by the service's user.
+AS_SERVICE := systemd-run --quiet --pipe --wait --collect -p DynamicUser=yes -p User=pi-infer \
+  -p CacheDirectory=pi-infer -E TORCH_HOME=/var/cache/pi-infer/torch $(PREFIX)/venv/bin/pi-infer
+# A photo of your own to check the labels with, e.g. SANITY_IMAGE=/home/pi/cat.jpg.
+SANITY_IMAGE ?=
+ENABLE ?= 1
+PURGE ?=
+
 install: install-venv install-files
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
-	  systemctl daemon-reload && echo "installed: systemctl enable --now pi-infer"; fi
+	@if [ -n "$(DESTDIR)" ] || [ ! -d /run/systemd/system ]; then \
+	  echo "installed under $(DESTDIR)$(PREFIX); no running systemd here: nothing started"; exit 0; fi; \
+	set -e; systemctl daemon-reload; \
+	echo "== preparing the model as the service user (the first time: download and compile)"; \
+	$(AS_SERVICE) prepare --config $(SYSCONFDIR)/pi-infer.yaml; \
+	if [ -n "$(SANITY_IMAGE)" ]; then \
+	  echo "== sanity check: the labels of $(SANITY_IMAGE)"; \
+	  $(PREFIX)/venv/bin/pi-infer classify --config $(SYSCONFDIR)/pi-infer.yaml $(SANITY_IMAGE); fi; \
+	if [ "$(ENABLE)" = 1 ]; then \
+	  systemctl enable pi-infer; systemctl restart pi-infer; \
+	  echo "== pi-infer is running: journalctl -u pi-infer -f"; \
+	else echo "== installed, not enabled: systemctl enable --now pi-infer"; fi
 
 install-venv:
 	test -x $(DESTDIR)$(PREFIX)/venv/bin/python || \
 	  $(PYTHON_BASE) -m venv $(SYSTEM_SITE) $(DESTDIR)$(PREFIX)/venv
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(DESTDIR)$(PREFIX)/venv/bin/python -m pip install \
-	  --progress-bar off $(CONSTRAINTS) .
+	  --progress-bar off $(CONSTRAINTS) '.[mqtt,metrics]' $(if $(SYSTEM_SITE),simplejpeg)
 
 install-files:
 	install -D -m 644 systemd/pi-infer.service $(DESTDIR)$(UNITDIR)/pi-infer.service
@@ -64,8 +83,13 @@ install-files:
 uninstall:
 	-[ -z "$(DESTDIR)" ] && systemctl disable --now pi-infer 2>/dev/null
 	rm -f $(DESTDIR)$(UNITDIR)/pi-infer.service
+	-[ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl daemon-reload
 	rm -rf $(DESTDIR)$(PREFIX)
-	@echo "kept $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml"
+	@if [ "$(PURGE)" = 1 ]; then \
+	  rm -rf $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml $(DESTDIR)/var/cache/pi-infer \
+	    $(DESTDIR)/var/cache/private/pi-infer; \
+	  echo "removed $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml and the caches"; \
+	else echo "kept $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml (PURGE=1 removes it and the caches)"; fi
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache bench-results.json soak-results.json

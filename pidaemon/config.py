@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +34,12 @@ def setting(default: Any, help: str, *, kind: type | tuple[type, ...] | None = N
 
 @dataclass(frozen=True)
 class CameraConfig:
-    device: str = setting("/dev/video0", "V4L2 device path, device index (0) or a video file",
+    device: str = setting("/dev/video0", "V4L2 device path, device index (0), network camera "
+                          "URL, video file, or csi (csi:1 for a second) for a Raspberry Pi camera",
                           kind=(str, int))
+    backend: str = setting("auto", "auto, v4l2, picamera2 or file; auto reads Raspberry Pi cameras "
+                           "(csi, or the Pi's CSI receiver node) with picamera2",
+                           choices=("auto", "v4l2", "picamera2", "file"))
     width: int = setting(224, "frame width to ask the camera for", minimum=16, maximum=8192)
     height: int = setting(224, "frame height to ask the camera for", minimum=16, maximum=8192)
     fps: float = setting(36.0, "frames per second to ask for; video files are paced at this rate",
@@ -85,12 +91,47 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    host: str | None = setting(None, "broker host name or address; null turns MQTT off",
+                               kind=str, nullable=True)
+    port: int = setting(1883, "broker port (8883 is usual with tls)", minimum=1, maximum=65535)
+    topic_prefix: str = setting("pi-infer", "topics are <prefix>/<node>/status, availability and "
+                                "prediction")
+    node_id: str | None = setting(None, "this camera's name in topics; null uses the host name",
+                                  kind=str, nullable=True)
+    client_id: str | None = setting(None, "client id, unique on the broker; null uses "
+                                    "pi-infer-<node>", kind=str, nullable=True)
+    username: str | None = setting(None, "user name; null connects anonymously", kind=str,
+                                   nullable=True)
+    password_file: str | None = setting(None, "file holding the password; a bare name is looked "
+                                        "up in $CREDENTIALS_DIRECTORY", kind=str, nullable=True)
+    tls: bool = setting(False, "connect with TLS and check the broker's certificate")
+    ca_file: str | None = setting(None, "CA certificates for tls; null uses the system's",
+                                  kind=str, nullable=True)
+    qos: int = setting(0, "QoS of status and prediction messages", choices=(0, 1, 2))
+    retain_status: bool = setting(True, "the broker keeps the latest status for new subscribers")
+    every_frame: bool = setting(False, "publish every frame's top-k, not only changes of top-1")
+    keepalive: int = setting(30, "seconds between keep-alive pings; a dead link shows after 1.5x",
+                             minimum=5, maximum=3600)
+    buffer: int = setting(1000, "predictions held while the broker is unreachable; older ones are "
+                          "dropped (and counted) beyond this", minimum=1, maximum=100000)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = setting(False, "serve Prometheus /metrics and /healthz over HTTP")
+    listen: str = setting("127.0.0.1:9108", "ADDRESS:PORT to serve on; port 0 picks a free one")
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def with_source(self, source: str | None) -> Config:
         """The same config reading from `source` (the `--source` option) instead."""
@@ -109,7 +150,32 @@ SECTIONS: dict[str, type] = {
     "inference": InferenceConfig,
     "model": ModelConfig,
     "output": OutputConfig,
+    "mqtt": MqttConfig,
+    "metrics": MetricsConfig,
 }
+
+# Optional features and the module each needs, with how to get it.
+OPTIONAL_MODULES = {
+    "mqtt": ("paho.mqtt.client", "needs paho-mqtt: pip install 'pi-infer[mqtt]' (into "
+                                 "/opt/pi-infer/venv for the service)"),
+    "metrics": ("prometheus_client", "needs prometheus-client: pip install 'pi-infer[metrics]' "
+                                     "(into /opt/pi-infer/venv for the service)"),
+}
+PICAMERA2_MISSING = ("picamera2 needs the python3-picamera2 package (sudo apt install "
+                     "python3-picamera2) and a venv with --system-site-packages")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`ADDRESS:PORT` (`[::1]:9108` for IPv6) as a socket address; ValueError if malformed.
+
+    An IP address, not a host name: what to listen on should not depend on DNS at start-up.
+    """
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if not sep or not port.isdigit() or int(port) > 65535 or (":" in host and not bracketed):
+        raise ValueError(text)
+    return str(ipaddress.ip_address(host)), int(port)
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
@@ -152,7 +218,7 @@ class _Problem:
         line = self.lines.get(path)
         if line is not None:
             where += f", line {line}"
-        key = ".".join(path) if path else "(top level)"
+        key = ".".join(p if p.isprintable() and p else repr(p) for p in path) or "(top level)"
         return ConfigError(f"{where}: {key}: {message}")
 
 
@@ -230,6 +296,56 @@ def _check_combinations(config: Config, problem: _Problem) -> None:
                                            "label per line, in the model's output order")
     if model.torchscript is not None and model.weights is not None:
         raise problem(("model", "weights"), "cannot be used with model.torchscript; set only one")
+    _check_camera(config.camera, problem)
+    _check_mqtt(config.mqtt, problem)
+    if config.metrics.enabled:
+        try:
+            parse_listen(config.metrics.listen)
+        except ValueError:
+            raise problem(("metrics", "listen"), f"must be ADDRESS:PORT such as 127.0.0.1:9108 "
+                                                 f"or [::1]:9108, got {config.metrics.listen!r}"
+                          ) from None
+        _check_module("metrics", ("metrics", "enabled"), problem)
+
+
+def _check_camera(camera: CameraConfig, problem: _Problem) -> None:
+    """A Pi camera needs picamera2; saying so here makes check-config and reload catch it."""
+    from pidaemon import picamera2_source
+
+    csi = picamera2_source.csi_index(camera.device) is not None
+    if csi and camera.backend in ("v4l2", "file"):
+        raise problem(("camera", "backend"), f"{camera.backend} cannot read {camera.device}, "
+                                             f"a Raspberry Pi camera; use auto or picamera2")
+    if (csi or camera.backend == "picamera2") and not picamera2_source.importable():
+        raise problem(("camera", "backend"), PICAMERA2_MISSING)
+
+
+def _check_mqtt(mqtt: MqttConfig, problem: _Problem) -> None:
+    if mqtt.host is None:
+        return
+    for key in ("topic_prefix", "node_id"):
+        value = getattr(mqtt, key)
+        if value is not None and (set(value) & set("+#\0") or value.startswith("/")
+                                  or value.endswith("/") or "//" in value):
+            raise problem(("mqtt", key), f"must be a topic without +, #, or empty levels, got "
+                                         f"{value!r}")
+    if mqtt.node_id is not None and "/" in mqtt.node_id:
+        raise problem(("mqtt", "node_id"), f"must be one topic level (no /), got {mqtt.node_id!r}")
+    if mqtt.password_file is not None and mqtt.username is None:
+        raise problem(("mqtt", "password_file"), "needs mqtt.username as well")
+    if mqtt.ca_file is not None and not mqtt.tls:
+        raise problem(("mqtt", "ca_file"), "is only used with mqtt.tls: true")
+    _check_module("mqtt", ("mqtt", "host"), problem)
+
+
+def _check_module(feature: str, path: tuple[str, ...], problem: _Problem) -> None:
+    module, advice = OPTIONAL_MODULES[feature]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package
+        found = False
+    if not found:
+        raise problem(path, advice)
 
 
 def parse(text: str, source: str) -> Config:

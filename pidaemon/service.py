@@ -122,6 +122,7 @@ class Service:
         for worker in (self.results_worker, self.inference, self.capture):
             worker.start()
         self._wait_for_capture_attempt()
+        self._starting = False  # from here SIGTERM only sets a flag, and /healthz may say 200
         status = self._status_prefix() or "running"
         self.notifier.ready(status)
         emit("lifecycle", f"ready in {time.monotonic() - started:.1f} s: {status}",
@@ -221,6 +222,10 @@ class Service:
         old = self.config
         changed = [name for name in ("camera", "queue", "inference", "model", "output")
                    if getattr(old, name) != getattr(new, name)]
+        for name in ("mqtt", "metrics"):
+            if getattr(old, name) != getattr(new, name):
+                emit("reload", f"reload: {name} changes take effect at the next restart",
+                     logging.WARNING)
         model_keys = dataclasses.replace(new.model, top_k=old.model.top_k) != old.model
         engine_keys = (new.inference.engine, new.inference.jit) != (old.inference.engine,
                                                                     old.inference.jit)

@@ -32,5 +32,17 @@ class Sink:
 
 
 def build_sinks(config: Config, healthy: Callable[[], bool]) -> list[Sink]:
-    """The sinks the config enables; `healthy` reports the same liveness as the watchdog."""
-    return []
+    """The sinks the config enables; `healthy` reports the same liveness as the watchdog.
+
+    Each is imported only when enabled, so its library stays an optional extra.
+    """
+    sinks: list[Sink] = []
+    if config.mqtt.host is not None:
+        from pidaemon.mqtt import MqttSink
+
+        sinks.append(MqttSink(config.mqtt))
+    if config.metrics.enabled:
+        from pidaemon.metrics import MetricsSink
+
+        sinks.append(MetricsSink(config, healthy))
+    return sinks

@@ -83,8 +83,9 @@ def test_camera_and_model_keys_reopen_and_reload(tmp_path, cache_dir, photo_vide
                for e in daemon.events)
     daemon.seen_or_wait(lambda e: e["event"] == "camera" and e.get("state") == "opened"
                         and e["device"] == str(coffee))
-    last_seq = max(e["seq"] for e in daemon.of("prediction"))
-    following = daemon.wait_for(lambda e: e["event"] == "prediction" and e["seq"] > last_seq)
-    assert following["labels"][0] == "espresso", "only the coffee video plays now"
+    # At most the queued frame and the one in the model come from the old camera.
+    after = len(daemon.of("prediction"))
+    daemon.wait_for(lambda e: len(daemon.of("prediction")) >= after + 5)
+    assert {e["labels"][0] for e in daemon.of("prediction")[-3:]} == {"espresso"}
     daemon.signal(signal.SIGTERM)
     assert daemon.finish() == 0

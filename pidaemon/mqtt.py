@@ -1,0 +1,249 @@
+"""MQTT output, the path for fleets: many daemons report to one broker.
+
+Topics, under `<mqtt.topic_prefix>/<node>/` (node: mqtt.node_id, else the host name):
+  availability  `online` (retained) on every connect; `offline` (retained) at a clean stop, and
+                from the broker as the last will when the daemon dies or its link does
+  status        JSON stats each output.interval, retained unless mqtt.retain_status is false
+  prediction    JSON top-k when the top-1 class changes (every frame with mqtt.every_frame)
+
+A broker that is down, slow or gone must never hold up the pipeline. The results thread only
+appends to a bounded buffer; a publisher thread hands messages to paho, whose own network thread
+(loop_start) connects, reconnects with capped exponential backoff and writes. While the broker is
+unreachable, predictions wait in the buffer (the oldest dropped and counted once it is full) and
+only the newest status waits, since a status replaces the one before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from pidaemon.errors import ConfigError, first_line
+from pidaemon.eventlog import emit
+from pidaemon.sinks import Sink
+
+if TYPE_CHECKING:
+    from pidaemon.config import MqttConfig
+    from pidaemon.inference import Result
+    from pidaemon.results import Stats
+
+RECONNECT_MIN = 1  # seconds; paho doubles the wait after each failed attempt
+RECONNECT_MAX = 30
+STOP_TIMEOUT = 1.0  # for each step of stop(), so SIGTERM still exits within a few seconds
+
+
+@dataclass
+class _Message:
+    topic: str
+    payload: str
+    retain: bool
+
+
+def read_password(name: str) -> str:
+    """The password in `name`; a bare file name is looked up among systemd's credentials."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(credentials, name) if credentials and "/" not in name else Path(name)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+
+
+class MqttSink(Sink):
+    def __init__(self, config: MqttConfig) -> None:
+        assert config.host is not None
+        self.config = config
+        self.broker = f"{config.host}:{config.port}"
+        self.node = config.node_id or socket.gethostname()
+        self.client_id = config.client_id or f"pi-infer-{self.node}"
+        self.base = f"{config.topic_prefix}/{self.node}"
+        self.dropped = 0
+        self._reported_dropped = 0
+        self._predictions: deque[_Message] = deque()
+        self._status: _Message | None = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._started = False
+        self._last_top1: int | None = None
+        self._link = "connecting"  # connecting, up, down or refused: what was last reported
+        self._ever_connected = False
+        self._down_since: float | None = None
+        self._dropped_when_down = 0
+        self._client = self._make_client()
+        self._thread = threading.Thread(target=self._publish_loop, name="mqtt", daemon=True)
+
+    def _make_client(self) -> mqtt.Client:
+        config = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv311)
+        if config.username is not None:
+            password = read_password(config.password_file) if config.password_file else None
+            client.username_pw_set(config.username, password)
+        if config.tls:
+            try:
+                client.tls_set(ca_certs=config.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"mqtt.ca_file: cannot load {config.ca_file}: "
+                                  f"{first_line(exc)}") from None
+        client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
+        client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
+        client.max_queued_messages_set(config.buffer)  # paho's own queue, for QoS 1 and 2
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background: a broker that is down delays nothing."""
+        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._client.loop_start()
+        self._thread.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Flush what the broker can still take, say `offline`, disconnect; bounded in time."""
+        if not self._started:
+            return
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self._thread.join(STOP_TIMEOUT)
+        if self._client.is_connected():
+            info = self._client.publish(f"{self.base}/availability", "offline", qos=1,
+                                        retain=True)
+            try:
+                info.wait_for_publish(STOP_TIMEOUT)
+            except (RuntimeError, ValueError):  # the link went down meanwhile
+                pass
+        self._client.disconnect()
+        # loop_stop() joins paho's thread without a timeout; it may be mid-connect.
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(STOP_TIMEOUT)
+
+    # -- hooks (results thread): only append to the buffer ------------------------------------
+    def on_result(self, result: Result, labels: list[str]) -> None:
+        top1 = result.classes[0] if result.classes else None
+        if top1 == self._last_top1 and not self.config.every_frame:
+            return
+        self._last_top1 = top1
+        payload = {"time": round(time.time(), 3), "seq": result.seq,
+                   "latency_ms": round((result.finished_at - result.captured_at) * 1000, 2),
+                   "inference_ms": round(result.inference_ms, 2), "classes": result.classes,
+                   "labels": [labels[c] for c in result.classes],
+                   "scores": [round(s, 4) for s in result.scores],
+                   "label": labels[top1] if top1 is not None else None,
+                   "score": round(result.scores[0], 4) if result.scores else None}
+        message = _Message(f"{self.base}/prediction", json.dumps(payload), retain=False)
+        with self._wake:
+            if len(self._predictions) >= self.config.buffer:
+                self._predictions.popleft()
+                self.dropped += 1
+            self._predictions.append(message)
+            self._wake.notify()
+
+    def on_stats(self, stats: Stats, status: str) -> None:
+        with self._wake:
+            dropped = self.dropped
+            payload = {"time": round(time.time(), 3), **stats.fields(), "status": status,
+                       "mqtt_dropped": dropped}
+            self._status = _Message(f"{self.base}/status", json.dumps(payload),
+                                    retain=self.config.retain_status)
+            self._wake.notify()
+        if dropped > self._reported_dropped:
+            emit("mqtt", f"mqtt: dropped {dropped - self._reported_dropped} predictions "
+                 f"({dropped} in total) that {self.broker} could not take in time; they wait in "
+                 f"a buffer of mqtt.buffer={self.config.buffer}", logging.WARNING,
+                 state="dropping", broker=self.broker, dropped=dropped)
+            self._reported_dropped = dropped
+
+    # -- the publisher thread -----------------------------------------------------------------
+    def _next(self) -> _Message | None:
+        """The next message to send once connected; None when stopping with nothing sendable."""
+        with self._wake:
+            while True:
+                pending = bool(self._predictions) or self._status is not None
+                if pending and self._client.is_connected():
+                    if self._predictions:
+                        return self._predictions.popleft()
+                    status, self._status = self._status, None
+                    return status
+                if self._stopping:
+                    return None
+                self._wake.wait()
+
+    def _publish_loop(self) -> None:
+        while (message := self._next()) is not None:
+            info = self._client.publish(message.topic, message.payload, qos=self.config.qos,
+                                        retain=message.retain)
+            # QoS 0 is lost unless sent now; QoS 1/2 wait in paho's queue unless it is full.
+            lost = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE or (
+                self.config.qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS)
+            if lost and not message.topic.endswith("/status"):
+                with self._wake:
+                    self.dropped += 1
+
+    # -- paho callbacks (paho's network thread) -----------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any,
+                    reason: Any, _properties: Any) -> None:
+        if reason.is_failure:
+            if self._link != "refused":
+                emit("mqtt", f"mqtt: {self.broker} refused the connection: {reason} (check "
+                     f"mqtt.username and mqtt.password_file); retrying with backoff "
+                     f"{RECONNECT_MIN} s up to {RECONNECT_MAX} s", logging.ERROR,
+                     state="refused", broker=self.broker, reason=str(reason))
+                self._went_down("refused")
+            return
+        client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
+        with self._wake:
+            lost = self.dropped - self._dropped_when_down
+        after = ("" if self._down_since is None else
+                 f" after {time.monotonic() - self._down_since:.1f} s of retrying ({lost} "
+                 f"predictions dropped meanwhile)")
+        if self._ever_connected:
+            emit("mqtt", f"mqtt: reconnected to {self.broker}{after}", state="reconnected",
+                 broker=self.broker, dropped=lost)
+        else:
+            emit("mqtt", f"mqtt: connected to {self.broker} as {self.client_id}{after}; "
+                 f"publishing under {self.base}/", state="connected", broker=self.broker,
+                 topic=self.base)
+        self._ever_connected = True
+        self._link = "up"
+        self._down_since = None
+        with self._wake:
+            self._wake.notify_all()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        if self._link in ("connecting", "up"):
+            emit("mqtt", f"mqtt: cannot reach {self.broker}; retrying with backoff "
+                 f"{RECONNECT_MIN} s up to {RECONNECT_MAX} s, predictions wait in a buffer of "
+                 f"{self.config.buffer}", logging.WARNING, state="waiting", broker=self.broker)
+            self._went_down("down")
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
+                       reason: Any, _properties: Any) -> None:
+        if self._link == "up" and not self._stopping:
+            emit("mqtt", f"mqtt: lost the connection to {self.broker} ({reason}); retrying with "
+                 f"backoff {RECONNECT_MIN} s up to {RECONNECT_MAX} s, predictions wait in a "
+                 f"buffer of {self.config.buffer}", logging.WARNING, state="lost",
+                 broker=self.broker, reason=str(reason))
+            self._went_down("down")
+
+    def _went_down(self, link: str) -> None:
+        self._link = link
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            with self._wake:
+                self._dropped_when_down = self.dropped
