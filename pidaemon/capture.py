@@ -25,7 +25,7 @@ from pidaemon.worker import Worker
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
-READ_TIMEOUT_MS = 1000  # a read returns within this even when the camera stalls
+READ_TIMEOUT_MS = 1000  # a network read returns within this even when the camera stalls
 OPEN_TIMEOUT_MS = 5000
 MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay responsive
 
@@ -89,7 +89,9 @@ class Capture:
         if self.kind == "device":
             if isinstance(self.device, str) and not os.path.exists(self.device):
                 raise OSError(f"{self.device} does not exist")
-            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2, timeouts)
+            # OpenCV's V4L2 backend refuses the timeout properties (it fails to open with
+            # them); its select() timeout comes from OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT (cli.py).
+            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
             if not cap.isOpened():
                 raise OSError(f"cannot open {self.device} with V4L2 (busy, or not a capture "
                               f"device; is the user in the 'video' group?)")

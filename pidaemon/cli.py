@@ -23,6 +23,9 @@ from pidaemon.eventlog import configure, emit
 # deprecated") would bury our own clearer lines in the journal.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+# A stalled V4L2 camera would block each read for OpenCV's default 10 s; 1 s keeps the capture
+# thread's heartbeat and stall detection responsive.
+os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "1")
 # oneDNN's JIT on aarch64 otherwise leaves a /tmp/perf-<pid>.map file behind on every build.
 os.environ.setdefault("ONEDNN_JIT_PROFILE", "0")
 
