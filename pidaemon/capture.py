@@ -84,8 +84,6 @@ class Capture:
             self.backend = "picamera2"
             self._cap = camera
             return
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
         if self.kind == "device":
             if isinstance(self.device, str) and not os.path.exists(self.device):
                 raise OSError(f"{self.device} does not exist")
@@ -104,6 +102,8 @@ class Capture:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             backend = "V4L2"
         elif self.kind == "stream":
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
             cap = cv2.VideoCapture(str(self.device), cv2.CAP_FFMPEG, timeouts)
             if not cap.isOpened():
                 raise OSError(f"cannot connect to {self.device} (camera offline, wrong URL, or "
