@@ -35,8 +35,12 @@ TICK = 0.25
 DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd sets no watchdog
 
 
-class TerminateRequest(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT while it is busy starting up."""
+class TerminateRequest(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT while it is busy starting up.
+
+    A BaseException, like KeyboardInterrupt, so that the model loader's `except Exception`
+    (which turns a bad file into a ModelError) cannot mistake a stop for a broken model.
+    """
 
 
 class Service:
