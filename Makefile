@@ -43,6 +43,7 @@ soak: venv
 	$(PYTHON) -m tests.soak --minutes $(SOAK_MINUTES) --json soak-results.json
 
 bench: venv
+	$(PIP) install --progress-bar off -e '.[litert]'
 	$(PYTHON) -m pidaemon bench $(if $(CONFIG),--config $(CONFIG)) --json bench-results.json
 
 # `pi-infer` as the service runs it: its dynamic user, cache directory and environment, so the

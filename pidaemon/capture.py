@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -20,8 +20,11 @@ from pidaemon import picamera2_source
 from pidaemon.config import CameraConfig
 from pidaemon.eventlog import emit
 from pidaemon.framequeue import DropOldestQueue, QueueClosed
-from pidaemon.preprocess import crop_and_resize, is_valid_frame
+from pidaemon.preprocess import Normalizer, crop_and_resize, is_valid_frame
 from pidaemon.worker import Worker
+
+if TYPE_CHECKING:
+    import torch
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
@@ -34,7 +37,7 @@ MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay respon
 class Frame:
     seq: int
     captured_at: float  # time.monotonic() just after the frame arrived
-    rgb: np.ndarray  # 224x224x3 uint8, ready for the model
+    batch: torch.Tensor  # 1x3x224x224 normalised RGB: the inference thread only runs the model
 
 
 def source_kind(device: str | int) -> str:
@@ -151,6 +154,8 @@ class CaptureWorker(Worker):
         self.bad_frames = 0
         self.ended = False
         self._seq = first_seq - 1  # sequence numbers go on across camera restarts
+        # The model's input is prepared here, overlapping inference on another core.
+        self._normalize = Normalizer()
         self._backoff = BACKOFF_FIRST
         self._next_attempt = 0.0
         self._lost_at: float | None = None
@@ -244,7 +249,7 @@ class CaptureWorker(Worker):
         self._seq += 1
         self.captured += 1
         try:
-            self.frames.put(Frame(self._seq, now, crop_and_resize(image)))
+            self.frames.put(Frame(self._seq, now, self._normalize(crop_and_resize(image))))
         except QueueClosed:
             self.stop_event.set()
 

@@ -19,7 +19,6 @@ from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.framequeue import DropOldestQueue, QueueClosed
 from pidaemon.model import Classifier
-from pidaemon.preprocess import Normalizer
 from pidaemon.worker import Worker
 
 FAULT_ENV = "PI_INFER_FAULT"  # test hook: "hang-inference" hangs this thread after 3 frames
@@ -57,20 +56,20 @@ class InferenceWorker(Worker):
         self.failed_frames = 0
         self.busy = False
         self._consecutive_failures = 0
-        self._threads = 0
-        self._normalize: Normalizer | None = None
+        self._threads_for: tuple[int, Classifier | None] = (0, None)
         self._hang = os.environ.get(FAULT_ENV) == "hang-inference"
 
     def setup(self) -> None:
-        self._normalize = Normalizer()
         self._apply_threads()
 
     def _apply_threads(self) -> None:
+        """Also after a reload: loading a model resets torch's process-wide qnnpack pool."""
         import torch
 
-        if self.settings.threads != self._threads:
+        wanted = (self.settings.threads, self.classifier)
+        if wanted != self._threads_for:
             torch.set_num_threads(self.settings.threads)
-            self._threads = self.settings.threads
+            self._threads_for = wanted
 
     def step(self) -> None:
         try:
@@ -91,11 +90,9 @@ class InferenceWorker(Worker):
             self.busy = False
 
     def _infer(self, frame: Frame) -> None:
-        assert self._normalize is not None
         started = time.monotonic()
         try:
-            classes, scores = self.classifier.top_k(self._normalize(frame.rgb),
-                                                    self.settings.top_k)
+            classes, scores = self.classifier.top_k(frame.batch, self.settings.top_k)
         except Exception as exc:
             self.failed_frames += 1
             self._consecutive_failures += 1

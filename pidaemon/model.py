@@ -229,7 +229,27 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
 
 
 def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:
-    """Load, compile (or take from cache), warm up and check the model against its labels."""
+    """Load, compile (or take from cache), warm up and check the model against its labels.
+
+    The calling thread does this with one intra-op thread, so it never starts an OpenMP team
+    (teams belong to the thread that starts them). A team's threads spin after each operator,
+    so on a busy machine every operator waits for a descheduled spinner: loading and warming up
+    from the cache took 0.4-1.8 s instead of 0.1 s on 2 cores. And with a second team beside
+    the inference thread's, libgomp counts more threads than CPUs and puts them to sleep
+    between operators: x86 at 2 threads took 5.9 ms per frame instead of 2.4. The inference
+    thread, which sets its own thread count, owns the only team (README, Performance).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _load_classifier(model_cfg, inference_cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:
     import torch
 
     engine = select_engine(inference_cfg.engine)

@@ -1,0 +1,75 @@
+"""`pi-infer bench`: the simulated camera behaves like a V4L2 driver, and a quick run produces
+a complete, self-consistent report. No timing is asserted: that is what the bench is for."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from pidaemon.config import CameraConfig
+from pidaemon.simcamera import DRIVER_BUFFERS, SimulatedCamera
+
+from .conftest import SHARED, pi_infer
+
+
+def test_a_reader_that_falls_behind_gets_the_oldest_frames():
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(3)]
+    camera = SimulatedCamera(CameraConfig(), images, fps=500)
+    camera.open()
+    while camera.produced < DRIVER_BUFFERS + 3:  # the reader is late: every buffer is full
+        time.sleep(0.01)
+    ok, image = camera.read()
+    assert ok and camera.last is not None and camera.last.seq == 1
+    assert image is images[0]
+    assert camera.ring_dropped >= 3
+    # The buffer just read is held by the reader until its next read, so the frames still
+    # queued are the next ones in line, however many the sensor took meanwhile.
+    seqs = [camera.last.seq]
+    for _ in range(DRIVER_BUFFERS - 1):
+        assert camera.read()[0]
+        seqs.append(camera.last.seq)
+    assert seqs == list(range(1, DRIVER_BUFFERS + 1))
+    assert camera.read()[0] and camera.last.seq > DRIVER_BUFFERS + 3  # then a fresh one
+    assert camera.captured_at == sorted(camera.captured_at)
+    camera.release()
+
+
+@pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="needs the shared photos")
+def test_quick_bench_reports_every_measurement(tmp_path):
+    out = tmp_path / "bench.json"
+    result = pi_infer("bench", "--quick", "--seconds", "0.5", "--shared", str(SHARED),
+                      "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "targets" in result.stdout
+    report = json.loads(out.read_text())
+
+    assert report["conditions"]["quick"] is True
+    for row in report["model_only"]:
+        assert row["p50_ms"] > 0 and row["fps"] > 0 and row["calls"] >= 10
+    engines = {row["engine"] for row in report["model_only"]}
+    assert {"qnnpack", report["auto_engine"]} <= engines
+
+    runs = {(r["scenario"], r["runner"]) for r in report["scenarios"]}
+    for scenario in ("pi-like", "overload", "throughput"):
+        assert {(scenario, "tutorial"), (scenario, "pi-infer")} <= runs
+    for run in report["scenarios"]:
+        assert run["processed"] > 0 and run["fps"] > 0
+        assert 0 < run["latency_p50_ms"] <= run["latency_p95_ms"]
+        # A frame is read after it was captured, so it is never younger than its latency.
+        assert run["age_p50_ms"] >= run["latency_p50_ms"]
+        assert run["dropped"] <= run["frames"]
+
+    startup = report["startup"]
+    assert startup["cold"]["ready_s"] > 0 and startup["warm"]["ready_s"] > 0
+    assert startup["cold"]["torchvision_loaded"], "the cold start builds the model"
+    assert not startup["warm"]["torchvision_loaded"]
+    assert startup["warm"]["exit_code"] == 0
+    assert startup["bare"]["peak_rss_mb"] > 0
+
+    names = {t["name"] for t in report["targets"]}
+    assert {"throughput", "pi-like-latency", "pi-like-auto-cpu", "overload-age", "warm-start",
+            "peak-rss"} <= names
+    for target in report["targets"]:
+        assert target["passed"] in (True, False, None)
+        assert target["passed"] is None or target["ratio"] is not None
