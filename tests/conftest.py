@@ -124,18 +124,25 @@ class Daemon:
         assert self.proc.stderr is not None
         self.stderr_lines.extend(self.proc.stderr)
 
+    def _take(self, timeout: float) -> dict | None:
+        """Collect the next event; None when none came in time or the output has ended."""
+        try:
+            event = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if event is None:
+            self.lines.put(None)  # the end stays visible to later calls
+            return None
+        self.events.append(event)
+        return event
+
     def wait_for(self, predicate, timeout: float = 60) -> dict:
         """Collect events until one matches; fails with what was seen so far."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
+            event = self._take(left)
             if event is None:
-                self.lines.put(None)
                 break
-            self.events.append(event)
             if predicate(event):
                 return event
         raise AssertionError(f"no matching event within {timeout} s; exit={self.proc.poll()} "
@@ -143,15 +150,8 @@ class Daemon:
 
     def drain(self) -> None:
         """Collect the events already written, without waiting."""
-        while True:
-            try:
-                event = self.lines.get_nowait()
-            except queue.Empty:
-                return
-            if event is None:
-                self.lines.put(None)
-                return
-            self.events.append(event)
+        while self._take(0) is not None:
+            pass
 
     def seen_or_wait(self, predicate, timeout: float = 60) -> dict:
         """An event already collected that matches, else the next one that does."""
@@ -170,9 +170,8 @@ class Daemon:
     def finish(self, timeout: float = 10) -> int:
         """Wait for exit, collect the remaining events, return the exit status."""
         code = self.proc.wait(timeout=timeout)
-        while (event := self.lines.get(timeout=5)) is not None:
-            self.events.append(event)
-        self.lines.put(None)
+        while self._take(5) is not None:
+            pass
         return code
 
     def kill(self) -> None:
