@@ -88,8 +88,8 @@ def _default_path() -> Path | None:
 def cmd_classify(args: argparse.Namespace) -> int:
     import cv2
 
-    from pidaemon.model import load_classifier
-    from pidaemon.preprocess import Normalizer, crop_and_resize
+    from pidaemon.model.classifier import load_classifier
+    from pidaemon.model.preprocess import Normalizer, crop_and_resize
 
     cfg = config_module.load(args.config)
     classifier = load_classifier(cfg.model, cfg.inference)
@@ -124,7 +124,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pidaemon.model import load_classifier
+    from pidaemon.model.classifier import load_classifier
 
     configure("text", sys.stderr)
     cfg = config_module.load(args.config)
@@ -135,7 +135,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pidaemon.bench import run_bench
+    from pidaemon.bench.main import run_bench
 
     return run_bench(args)
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in TORCH_COMMANDS:
-            from pidaemon.torch_compat import ensure_torch_runs_here
+            from pidaemon.model.torch_compat import ensure_torch_runs_here
 
             ensure_torch_runs_here()  # before `import torch`, which is where bad wheels crash
         return COMMANDS[args.command](args)

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
-from pidaemon.journal import JournalSender, priority_prefix, stream_is_journal
+from pidaemon.systemd.journal import JournalSender, priority_prefix, stream_is_journal
 
 LOGGER_NAME = "pi-infer"
 PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,

@@ -8,7 +8,6 @@ turns a dead worker into a non-zero exit rather than a half-alive process.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
@@ -17,22 +16,19 @@ from pathlib import Path
 from types import FrameType
 
 from pidaemon import config as config_module
-from pidaemon.capture import CaptureWorker, Frame
-from pidaemon.config import Config
-from pidaemon.errors import ConfigError, ModelError, WorkerFailed, first_line
+from pidaemon.config import Config, Key, Reload
+from pidaemon.errors import ConfigError, ModelError
 from pidaemon.eventlog import emit
-from pidaemon.framequeue import DropOldestQueue
-from pidaemon.inference import InferenceWorker, LiveSettings, Result
-from pidaemon.model import Classifier, load_classifier
-from pidaemon.results import Counters, ResultsWorker, Stats
-from pidaemon.sinks import Sink, build_sinks
+from pidaemon.model.classifier import load_classifier
+from pidaemon.outputs import build_sinks
+from pidaemon.outputs.status import StatusSink
+from pidaemon.pipeline import Pipeline, Snapshot
+from pidaemon.sources import make_source
 from pidaemon.systemd import Notifier
-from pidaemon.worker import Worker
 
-RESULTS_BUFFER = 256
-JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 TICK = 0.25
 DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd sets no watchdog
+CAPTURE_ATTEMPT_TIMEOUT = 10.0
 
 
 class TerminateRequest(BaseException):
@@ -51,21 +47,12 @@ class Service:
         self.source = source
         self.duration = duration
         self.notifier = Notifier()
-        self.classifier: Classifier | None = None
-        self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
-        self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
-        self.capture: CaptureWorker | None = None
-        self.inference: InferenceWorker | None = None
-        self.results_worker: ResultsWorker | None = None
-        self.settings = LiveSettings(config.inference.threads, config.model.top_k,
-                                     config.inference.max_consecutive_errors)
+        self.pipeline: Pipeline | None = None
+        self.sinks = [*build_sinks(config, self), StatusSink(self.notifier)]
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
         self._starting = True
-        self._captured_before = 0
-        self._bad_before = 0
-        self.sinks: list[Sink] = build_sinks(config, self.healthy)
 
     # -- signals ------------------------------------------------------------------------------
     def _on_terminate(self, signum: int, _frame: FrameType | None) -> None:
@@ -113,33 +100,23 @@ class Service:
         emit("lifecycle", f"starting: model {cfg.model.name}, engine {cfg.inference.engine}, "
              f"{cfg.inference.threads} threads, source {cfg.camera.device}")
         self.notifier.status("loading the model")
-        self.classifier = load_classifier(cfg.model, cfg.inference)
-        emit("model", f"model: {self.classifier.description}, engine {self.classifier.engine}, "
-             f"{len(self.classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
-             engine=self.classifier.engine, classes=len(self.classifier.labels))
-        self.inference = InferenceWorker(self.classifier, self.frames, self.results, self.settings)
-        self.results_worker = ResultsWorker(self.results, self._labels, self._counters,
-                                            cfg.output, self._on_stats, self._on_result)
-        self.capture = CaptureWorker(cfg.camera, self.frames)
+        classifier = load_classifier(cfg.model, cfg.inference)
+        emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
+             f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
+             engine=classifier.engine, classes=len(classifier.labels))
+        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks)
         for sink in self.sinks:
             sink.start()
-        for worker in (self.results_worker, self.inference, self.capture):
-            worker.start()
-        self._wait_for_capture_attempt()
+        self.pipeline.start()
+        self.pipeline.wait_for_capture_attempt(CAPTURE_ATTEMPT_TIMEOUT)
         self._starting = False  # from here SIGTERM only sets a flag, and /healthz may say 200
-        status = self._status_prefix() or "running"
+        status = self._status()
         self.notifier.ready(status)
         emit("lifecycle", f"ready in {time.monotonic() - started:.1f} s: {status}",
              startup_s=round(time.monotonic() - started, 2))
 
-    def _wait_for_capture_attempt(self) -> None:
-        """READY means the capture thread is running and has tried the camera once."""
-        assert self.capture is not None
-        deadline = time.monotonic() + 10
-        while self.capture.state == "starting" and time.monotonic() < deadline:
-            time.sleep(0.01)
-
     def _main_loop(self) -> None:
+        assert self.pipeline is not None
         ready_at = time.monotonic()
         watchdog = self.notifier.watchdog_seconds
         last_ping = 0.0
@@ -152,139 +129,73 @@ class Service:
             if self._reload:
                 self._reload = False
                 self._apply_reload()
-            self._raise_if_dead()
+            self.pipeline.raise_if_dead()
             now = time.monotonic()
-            if self.capture is not None and self.capture.ended and self._drained():
+            if self.pipeline.finished:
                 emit("lifecycle", "stopping: the video file ended")
                 return
             if self.duration is not None and now - ready_at >= self.duration:
                 emit("lifecycle", f"stopping: --duration {self.duration:g} s reached")
                 return
             if (watchdog is not None and now - last_ping >= watchdog / 2
-                    and self._alive(now, watchdog)):
+                    and self.pipeline.alive(watchdog)):
                 self.notifier.watchdog()
                 last_ping = now
 
-    def _workers(self) -> list[Worker]:
-        return [w for w in (self.capture, self.inference, self.results_worker) if w is not None]
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        for sink in self.sinks:
+            sink.stop()
+        emit("lifecycle", "stopped")
+
+    # -- what outputs may ask at any time (StateView) -----------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        return self.pipeline.snapshot() if self.pipeline is not None else None
 
     def healthy(self) -> bool:
         """The watchdog's view: every worker made progress within its window."""
         window = self.notifier.watchdog_seconds or DEFAULT_HEALTH_WINDOW
-        return not self._starting and self._alive(time.monotonic(), window)
+        return (not self._starting and self.pipeline is not None
+                and self.pipeline.alive(window))
 
-    def _alive(self, now: float, window: float) -> bool:
-        """Every worker made progress within `window` seconds (a hang stops the pings)."""
-        return all(w.stale_for(now) < window for w in self._workers() if w.is_alive())
-
-    def _raise_if_dead(self) -> None:
-        for worker in self._workers():
-            if worker.error is not None:
-                raise WorkerFailed(f"the {worker.name} thread failed: {first_line(worker.error)}"
-                                   ) from worker.error
-            if not worker.is_alive() and not worker.stop_event.is_set():
-                raise WorkerFailed(f"the {worker.name} thread ended unexpectedly")
-
-    def _drained(self) -> bool:
-        return len(self.frames) == 0 and self.inference is not None and not self.inference.busy
-
-    def _shutdown(self) -> None:
-        self.notifier.stopping()
-        self.frames.close()
-        for worker in (self.capture, self.inference, self.results_worker):
-            if worker is None:
-                continue
-            worker.stop()
-            if worker is self.inference:
-                self.results.close()
-            if worker.is_alive():
-                worker.join(JOIN_TIMEOUT)
-            if worker.is_alive():
-                emit("lifecycle", f"the {worker.name} thread did not stop within "
-                     f"{JOIN_TIMEOUT:g} s; exiting without it", logging.WARNING)
-        for sink in self.sinks:
-            sink.stop()
-        emit("lifecycle", "stopped")
+    def _status(self) -> str:
+        """What systemd shows now: a camera that is down, or simply running."""
+        snapshot = self.snapshot()
+        down = [s.status for s in snapshot.sources if s.state.is_down] if snapshot else []
+        return "; ".join(down) or "running"
 
     # -- reload -------------------------------------------------------------------------------
     def _apply_reload(self) -> None:
         self.notifier.reloading()
         try:
             new = config_module.load(self.config_path).with_source(self.source)
-            changed = self._reconfigure(new)
+            changed = config_module.changed_keys(self.config, new)
+            self._reconfigure(new, changed)
         except (ConfigError, ModelError) as exc:
             emit("reload", f"reload failed, keeping the running configuration: {exc}",
                  logging.ERROR)
         else:
             self.config = new
-            what = ", ".join(changed) if changed else "nothing changed"
-            emit("reload", f"reload: configuration applied ({what})", changed=",".join(changed))
-        self.notifier.ready(self._status_prefix() or "running")
+            sections = list(dict.fromkeys(k.section for k in changed
+                                          if k.on_reload is not Reload.RESTART))
+            what = ", ".join(sections) if sections else "nothing changed"
+            emit("reload", f"reload: configuration applied ({what})", changed=",".join(sections))
+        self.notifier.ready(self._status())
 
-    def _reconfigure(self, new: Config) -> list[str]:
-        """Apply `new` to the running pipeline; returns the sections that changed."""
-        old = self.config
-        changed = [name for name in ("camera", "queue", "inference", "model", "output")
-                   if getattr(old, name) != getattr(new, name)]
-        for name in ("mqtt", "metrics"):
-            if getattr(old, name) != getattr(new, name):
-                emit("reload", f"reload: {name} changes take effect at the next restart",
-                     logging.WARNING)
-        model_keys = dataclasses.replace(new.model, top_k=old.model.top_k) != old.model
-        engine_keys = (new.inference.engine, new.inference.jit) != (old.inference.engine,
-                                                                    old.inference.jit)
-        if model_keys or engine_keys:
+    def _reconfigure(self, new: Config, changed: list[Key]) -> None:
+        """Apply each changed key as its declaration says (config.schema.Reload)."""
+        assert self.pipeline is not None
+        scopes = {key.on_reload for key in changed}
+        waiting = [key.path for key in changed if key.on_reload is Reload.RESTART]
+        if waiting:
+            emit("reload", f"reload: {', '.join(waiting)} take effect at the next restart",
+                 logging.WARNING)
+        if Reload.MODEL in scopes:
             classifier = load_classifier(new.model, new.inference)
-            assert self.inference is not None
-            self.classifier = self.inference.classifier = classifier
+            self.pipeline.swap_model(classifier)
             emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
-        self.settings.threads = new.inference.threads
-        self.settings.top_k = new.model.top_k
-        self.settings.max_consecutive_errors = new.inference.max_consecutive_errors
-        assert self.results_worker is not None
-        self.results_worker.output = new.output
-        if new.queue != old.queue:
-            self.frames.resize(new.queue.size)
-        if new.camera != old.camera:
-            self._restart_capture(new)
-        return changed
-
-    def _restart_capture(self, new: Config) -> None:
-        assert self.capture is not None
-        self.capture.stop()
-        self.capture.join(JOIN_TIMEOUT)
-        self._captured_before += self.capture.captured
-        self._bad_before += self.capture.bad_frames
-        self.capture = CaptureWorker(new.camera, self.frames, self.capture.next_seq)
-        self.capture.start()
-
-    # -- what the results thread reads --------------------------------------------------------
-    def _labels(self) -> list[str]:
-        assert self.classifier is not None
-        return self.classifier.labels
-
-    def _counters(self) -> Counters:
-        capture, inference = self.capture, self.inference
-        return Counters(
-            captured=self._captured_before + (capture.captured if capture else 0),
-            processed=inference.processed if inference else 0,
-            dropped=self.frames.dropped,
-            bad_frames=self._bad_before + (capture.bad_frames if capture else 0),
-            failed_frames=inference.failed_frames if inference else 0)
-
-    def _status_prefix(self) -> str:
-        """What systemd should show when the camera is not streaming."""
-        if self.capture is not None and self.capture.state in ("waiting", "lost"):
-            return self.capture.status
-        return ""
-
-    def _on_stats(self, stats: Stats) -> None:
-        status = self._status_prefix() or stats.summary()
-        self.notifier.status(status)
-        for sink in self.sinks:
-            sink.on_stats(stats, status)
-
-    def _on_result(self, result: Result) -> None:
-        labels = self._labels()
-        for sink in self.sinks:
-            sink.on_result(result, labels)
+        self.pipeline.apply_live(new)
+        if Reload.CAMERA in scopes:
+            self.pipeline.restart_capture(make_source(new.camera), new.camera)

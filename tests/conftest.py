@@ -199,3 +199,13 @@ def start_daemon(daemons: list[Daemon]):
         daemons.append(daemon)
         return daemon
     return start
+
+
+@pytest.fixture
+def mjpeg_camera():
+    """A loopback network camera (plugged out at the start: call plug_in())."""
+    from .mjpeg_camera import MjpegCamera
+
+    camera = MjpegCamera()
+    yield camera
+    camera.unplug()

@@ -7,15 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from pidaemon.config import CameraConfig
-from pidaemon.simcamera import DRIVER_BUFFERS, SimulatedCamera
+from pidaemon.bench.simcamera import DRIVER_BUFFERS, SimulatedCamera
 
 from .conftest import SHARED, pi_infer
 
 
 def test_a_reader_that_falls_behind_gets_the_oldest_frames():
     images = [np.full((8, 8, 3), i, np.uint8) for i in range(3)]
-    camera = SimulatedCamera(CameraConfig(), images, fps=500)
+    camera = SimulatedCamera(images, fps=500)
     camera.open()
     while camera.produced < DRIVER_BUFFERS + 3:  # the reader is late: every buffer is full
         time.sleep(0.01)

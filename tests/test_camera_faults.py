@@ -5,21 +5,11 @@ import shutil
 import signal
 import time
 
-import pytest
-
 from .conftest import base_config, write_config
-from .mjpeg_camera import MjpegCamera
 
 
 def camera_states(daemon) -> list[str]:
     return [e["state"] for e in daemon.of("camera")]
-
-
-@pytest.fixture
-def mjpeg_camera():
-    camera = MjpegCamera()
-    yield camera
-    camera.unplug()
 
 
 def test_missing_device_does_not_hold_back_ready(tmp_path, cache_dir, start_daemon):

@@ -6,9 +6,11 @@ import time
 import cv2
 import numpy as np
 
-from pidaemon.capture import Capture, CaptureWorker, Frame
 from pidaemon.config import CameraConfig
-from pidaemon.framequeue import DropOldestQueue
+from pidaemon.pipeline.capture import CaptureWorker
+from pidaemon.pipeline.framequeue import DropOldestQueue
+from pidaemon.pipeline.frames import Frame
+from pidaemon.sources import CameraState, FrameSource, Grant
 
 from .conftest import IMAGES
 
@@ -17,16 +19,15 @@ BROKEN = [np.zeros((0, 0, 3), np.uint8), np.zeros((480, 640), np.uint8),
           np.zeros((480, 640, 3), np.float32), None]
 
 
-class FlakyDriver(Capture):
+class FlakyDriver(FrameSource):
     """A live camera whose reads alternate between good and broken frames."""
 
-    def __init__(self, config: CameraConfig) -> None:
-        super().__init__(config)
-        self.kind, self.live = "device", True
+    def __init__(self) -> None:
+        super().__init__("/dev/null")
         self.reads = [GOOD, BROKEN[0], GOOD, BROKEN[1], BROKEN[2], GOOD, BROKEN[3], GOOD]
 
     def open(self) -> None:
-        self.granted, self.grant_fields, self.backend = "640x480 test", {}, "test"
+        self.grant = Grant("640x480 test", {}, "test")
 
     def read(self):
         time.sleep(0.01)
@@ -42,14 +43,14 @@ class FlakyDriver(Capture):
 def test_broken_frames_are_skipped_and_counted():
     config = CameraConfig(device="/dev/null", stall_timeout=30)  # exists: a failed read is no loss
     frames: DropOldestQueue[Frame] = DropOldestQueue(64)
-    worker = CaptureWorker(config, frames, capture=FlakyDriver(config))
+    worker = CaptureWorker(FlakyDriver(), config, frames)
     worker.start()
     deadline = time.monotonic() + 10
     while worker.captured < 6 and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop()
     worker.join(2)
-    assert worker.error is None and worker.state == "streaming"
+    assert worker.error is None and worker.state is CameraState.STREAMING
     assert worker.bad_frames == 3, "empty, 2-D and float frames; a failed read is not a frame"
     queued = []
     while (frame := frames.get(0)) is not None:

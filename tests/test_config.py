@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from pidaemon import config
+from pidaemon.config import docs
 from pidaemon.errors import EX_CONFIG, ConfigError
 
 from .conftest import REPO, pi_infer
@@ -13,11 +14,33 @@ from .conftest import REPO, pi_infer
 
 def test_shipped_config_lists_every_key_with_its_default():
     shipped = yaml.safe_load((REPO / "etc" / "pi-infer.yaml").read_text())
-    declared = {key: default for key, default, _ in config.describe()}
+    declared = {key.path: key.default for key in config.keys()}
     in_file = {f"{section}.{key}": value for section, keys in shipped.items()
                for key, value in keys.items()}
     assert in_file == declared
     assert config.validate(shipped) == config.Config()
+
+
+def test_shipped_config_and_readme_table_are_generated_from_the_declarations():
+    """Every key's help and reload scope, word for word, in the file and the README."""
+    assert docs.main(["--check"]) == 0, "run `python -m pidaemon.config.docs`"
+    shipped = (REPO / "etc" / "pi-infer.yaml").read_text()
+    readme = (REPO / "README.md").read_text()
+    for key in config.keys():
+        assert f"| `{key.path}` |" in readme
+        assert f"{key.on_reload.value} |" in readme
+    assert shipped.count("Reload:") == len(config.keys())
+
+
+def test_every_key_declares_what_a_reload_does():
+    scopes = {key.path: key.on_reload for key in config.keys()}
+    assert scopes["output.interval"] is config.Reload.LIVE
+    assert scopes["camera.device"] is config.Reload.CAMERA
+    assert scopes["model.weights"] is config.Reload.MODEL
+    assert scopes["mqtt.host"] is config.Reload.RESTART
+    old = config.Config()
+    new = config.parse("camera: {fps: 10}\nmodel: {top_k: 3}\n", "new.yaml")
+    assert [key.path for key in config.changed_keys(old, new)] == ["camera.fps", "model.top_k"]
 
 
 def test_valid_file_overrides_defaults(tmp_path):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pidaemon.framequeue import DropOldestQueue, QueueClosed
+from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
 
 
 def test_put_drops_the_oldest_when_full():

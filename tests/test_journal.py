@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from pidaemon.eventlog import EventHandler, emit, log
-from pidaemon.journal import JournalSender, encode_field
+from pidaemon.systemd.journal import JournalSender, encode_field
 
 
 def parse_entry(datagram: bytes) -> dict[str, str]:

@@ -2,12 +2,11 @@
 compiled-model cache survives corruption and foreign files."""
 
 import os
-import socket
-import tempfile
 
 import pytest
 import torch
 
+from pidaemon.bench.notify_listener import NotifyListener
 from pidaemon.errors import EX_CONFIG
 
 from .conftest import LABELS, TORCHSCRIPT, WEIGHTS, base_config, pi_infer, write_config
@@ -16,20 +15,14 @@ from .conftest import LABELS, TORCHSCRIPT, WEIGHTS, base_config, pi_infer, write
 def run_until_exit(tmp_path, config: dict, *extra: str):
     """`pi-infer run` with a notify socket; returns the process and what it notified."""
     path = write_config(tmp_path / "c.yaml", config)
-    sock_path = tempfile.mktemp(suffix=".sock", dir=tmp_path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(sock_path)
-    sock.setblocking(False)
-    env = dict(os.environ, NOTIFY_SOCKET=sock_path)
-    result = pi_infer("run", "--config", str(path), "--duration", "1", *extra, env=env)
-    notified = []
-    while True:
-        try:
-            notified.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            break
-    sock.close()
-    return result, notified
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        result = pi_infer("run", "--config", str(path), "--duration", "1", *extra,
+                          env=listener.env(dict(os.environ)))
+        listener.drain(0)
+    finally:
+        listener.close()
+    return result, [message for _, message in listener.messages]
 
 
 def truncated_weights(tmp_path):

@@ -171,11 +171,6 @@ def mqtt_event(state: str) -> Callable[[dict], bool]:
     return lambda e: e["event"] == "mqtt" and e.get("state") == state
 
 
-def seen_or_wait(daemon: Daemon, predicate: Callable[[dict], bool]) -> dict:
-    """An event the daemon already logged, or the next one that matches."""
-    return next((e for e in daemon.events if predicate(e)), None) or daemon.wait_for(predicate)
-
-
 @pytest.fixture
 def start(start_daemon, tmp_path, cache_dir, photo_video):
     """Start the daemon on the looping photo video with these mqtt settings."""
@@ -247,14 +242,14 @@ def test_reconnects_after_the_broker_restarts(broker, subscribe, start):
 def test_a_broker_down_at_start_blocks_nothing(tmp_path, subscribe, start):
     down = Broker(tmp_path)  # not started yet
     daemon = start(port=down.port, every_frame=True, buffer=5)
-    seen_or_wait(daemon, lambda e: e["event"] == "lifecycle" and e["message"].startswith("ready"))
-    seen_or_wait(daemon, mqtt_event("waiting"))
+    daemon.seen_or_wait(lambda e: e["event"] == "lifecycle" and e["message"].startswith("ready"))
+    daemon.seen_or_wait(mqtt_event("waiting"))
     daemon.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 20)
-    dropping = seen_or_wait(daemon, mqtt_event("dropping"))
+    dropping = daemon.seen_or_wait(mqtt_event("dropping"))
     assert dropping["dropped"] > 0 and dropping["level"] == "warning"
     down.start()
     try:
-        connected = seen_or_wait(daemon, mqtt_event("connected"))
+        connected = daemon.seen_or_wait(mqtt_event("connected"))
         assert "after" in connected["message"]
         status = subscribe(down.port).wait_for(lambda m: is_("status")(m)
                                                and m.json()["mqtt_dropped"] > 0)
@@ -294,7 +289,7 @@ def test_username_and_password_file(tmp_path, subscribe, start):
         (tmp_path / "wrong").write_text("guess\n")
         bad = start(port=secured.port, node_id="bad", username="camera",
                     password_file=str(tmp_path / "wrong"))
-        refused = seen_or_wait(bad, mqtt_event("refused"))
+        refused = bad.seen_or_wait(mqtt_event("refused"))
         assert "Not authorized" in refused["message"] and refused["level"] == "error"
         bad.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
         good.signal(signal.SIGTERM)
@@ -335,7 +330,7 @@ def test_tls_checks_the_broker_certificate(tmp_path, subscribe, start):
         watcher.wait_for(is_("prediction", node="trusting"))
         # The system CAs do not know the test CA: no connection, and the pipeline carries on.
         untrusting = start(port=tls_port, node_id="untrusting", tls=True)
-        seen_or_wait(untrusting, mqtt_event("waiting"))
+        untrusting.seen_or_wait(mqtt_event("waiting"))
         untrusting.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
         assert not any(m.topic == topic("availability", "untrusting") for m in watcher.seen)
     finally:

@@ -3,58 +3,24 @@
 import itertools
 import os
 import signal
-import socket
 import time
 
 import pytest
 
+from pidaemon.bench.notify_listener import NotifyListener
+
 from .conftest import base_config, write_config
-
-
-class NotifySocket:
-    """Receives what the daemon sends to NOTIFY_SOCKET, one datagram per notification."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-
-    def drain(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
-            except TimeoutError:
-                pass
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in m for _, m in self.messages):
-                return
-            self.drain(0.2)
-        raise AssertionError(f"{text!r} never sent; got {[m for _, m in self.messages]}")
-
-    def kinds(self) -> list[str]:
-        """The first line of each message, STATUS texts collapsed to `STATUS`."""
-        kinds = []
-        for _, message in self.messages:
-            first = message.split("\n")[0]
-            kinds.append("STATUS" if first.startswith("STATUS=") else first)
-        return kinds
 
 
 @pytest.fixture
 def notify(tmp_path):
-    sock = NotifySocket(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.sock.close()
+    listener = NotifyListener(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
 
 
-def env_for(notify: NotifySocket, watchdog_usec: int | None = None) -> dict:
-    env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+def env_for(notify: NotifyListener, watchdog_usec: int | None = None) -> dict:
+    env = notify.env(dict(os.environ))
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     return env

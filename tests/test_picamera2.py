@@ -17,10 +17,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pidaemon import picamera2_source
-from pidaemon.capture import Capture, choose_kind
-from pidaemon.config import PICAMERA2_MISSING, CameraConfig
+from pidaemon.config import PICAMERA2_MISSING, CameraConfig, csi_index, module_available
 from pidaemon.errors import EX_CONFIG
+from pidaemon.sources import make_source
+from pidaemon.sources.network import NetworkSource
+from pidaemon.sources.picamera2 import Picamera2Source, wants_picamera2
+from pidaemon.sources.v4l2 import V4L2Source
+from pidaemon.sources.video import VideoFileSource
 
 from .conftest import IMAGES, PHOTO_ORDER, base_config, pi_infer, write_config
 from .test_pipeline import photo_runs
@@ -29,7 +32,7 @@ STANDIN = Path(__file__).resolve().parent / "picamera2_standin"
 
 
 needs_no_real_picamera2 = pytest.mark.skipif(
-    picamera2_source.importable(), reason="a real picamera2 is installed: it cannot be missing")
+    module_available("picamera2"), reason="a real picamera2 is installed: it cannot be missing")
 
 
 @pytest.fixture
@@ -62,38 +65,38 @@ def test_auto_picks_picamera2_for_pi_cameras_only(tmp_path, standin):
                                   "video2": "HD Pro Webcam C920"})
 
     def picamera2(device: str | int) -> bool:
-        return picamera2_source.wants_picamera2(CameraConfig(device=device), sysfs)
+        return wants_picamera2(CameraConfig(device=device), sysfs)
 
     assert picamera2("csi") and picamera2("csi:1")
     assert picamera2("/dev/video0") and picamera2(1)  # the CSI receivers of a Pi 4 and a Pi 5
     assert not picamera2("/dev/video2") and not picamera2(2) and not picamera2("/dev/video9")
 
-    def kind(device: str | int, backend: str = "auto") -> str:
-        return choose_kind(CameraConfig(device=device, backend=backend))
+    def kind(device: str | int, backend: str = "auto") -> type:
+        return type(make_source(CameraConfig(device=device, backend=backend)))
 
-    assert kind("csi:1") == "picamera2"
-    assert kind("/dev/video2", "picamera2") == "picamera2"
-    assert kind("clip.mp4") == "file" and kind("rtsp://cam/stream") == "stream"
-    assert kind("/dev/video0", "v4l2") == kind(0, "v4l2") == "device"
-    assert kind("/dev/video7", "file") == "file"
-    assert picamera2_source.csi_index("csi:2") == 2 and picamera2_source.csi_index("csi2") is None
+    assert kind("csi:1") is Picamera2Source
+    assert kind("/dev/video2", "picamera2") is Picamera2Source
+    assert kind("clip.mp4") is VideoFileSource and kind("rtsp://cam/stream") is NetworkSource
+    assert kind("/dev/video0", "v4l2") is kind(0, "v4l2") is V4L2Source
+    assert kind("/dev/video7", "file") is VideoFileSource
+    assert csi_index("csi:2") == 2 and csi_index("csi2") is None
 
 
 @needs_no_real_picamera2
 def test_a_csi_receiver_without_picamera2_falls_back_with_a_hint(tmp_path, caplog):
     sysfs = fake_sysfs(tmp_path, {"video0": "unicam-image"})
     with caplog.at_level(logging.WARNING, logger="pi-infer"):
-        assert not picamera2_source.wants_picamera2(CameraConfig(device="/dev/video0"), sysfs)
+        assert not wants_picamera2(CameraConfig(device="/dev/video0"), sysfs)
     assert "CSI receiver, which V4L2 cannot read" in caplog.text
     assert PICAMERA2_MISSING in caplog.text
 
 
 def test_adapter_returns_bgr_frames_like_opencv(standin):
-    capture = Capture(CameraConfig(device="csi", width=321, height=240, fps=30))
-    assert capture.kind == "picamera2" and capture.live
+    capture = make_source(CameraConfig(device="csi", width=321, height=240, fps=30))
+    assert isinstance(capture, Picamera2Source) and capture.live
     capture.open()
     try:
-        assert capture.grant_fields == {"width": 320, "height": 240, "fourcc": "RGB888",
+        assert capture.grant.fields == {"width": 320, "height": 240, "fourcc": "RGB888",
                                         "camera_fps": 30.0, "backend": "picamera2",
                                         "model": "imx708"}
         ok, frame = capture.read()
@@ -112,17 +115,17 @@ def test_adapter_returns_bgr_frames_like_opencv(standin):
 
 def test_adapter_reports_what_stops_it(standin, monkeypatch):
     with pytest.raises(OSError, match=r"libcamera finds no camera 1 \(1 connected\)"):
-        Capture(CameraConfig(device="csi:1")).open()
-    first = Capture(CameraConfig(device="csi"))
+        Picamera2Source(CameraConfig(device="csi:1")).open()
+    first = Picamera2Source(CameraConfig(device="csi"))
     first.open()
     try:
         with pytest.raises(OSError, match=r"cannot open camera 0 \(imx708\).*another program"):
-            Capture(CameraConfig(device="csi")).open()
+            Picamera2Source(CameraConfig(device="csi")).open()
     finally:
         first.release()
     monkeypatch.setenv("PICAMERA2_STANDIN_STALL_AFTER", "0")
     with pytest.raises(OSError, match="started but sent no frame within 5 s"):
-        Capture(CameraConfig(device="csi")).open()
+        Picamera2Source(CameraConfig(device="csi")).open()
 
 
 def test_daemon_classifies_pi_camera_frames(tmp_path, cache_dir, start_daemon):

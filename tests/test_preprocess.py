@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from pidaemon.preprocess import Normalizer, crop_and_resize, is_valid_frame
+from pidaemon.model.preprocess import Normalizer, crop_and_resize, is_valid_frame
 
 from .conftest import IMAGES
 

@@ -22,7 +22,7 @@ machine = sys.argv[1]
 if machine != "native":
     platform.machine = lambda: machine
 from pidaemon.errors import UnsupportedTorchError
-from pidaemon.torch_compat import ensure_torch_runs_here
+from pidaemon.model.torch_compat import ensure_torch_runs_here
 try:
     ensure_torch_runs_here()
 except UnsupportedTorchError as err:

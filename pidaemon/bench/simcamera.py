@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidaemon.capture import READ_TIMEOUT_MS, Capture
-from pidaemon.config import CameraConfig
+from pidaemon.sources import FrameSource, Grant
 
 DRIVER_BUFFERS = 4
 
@@ -33,7 +32,10 @@ class SimFrame:
     image: np.ndarray
 
 
-class SimulatedCamera(Capture):
+READ_TIMEOUT = 1.0  # like a V4L2 select() timeout
+
+
+class SimulatedCamera(FrameSource):
     """Serves `images` in turn at `fps`, through a ring of `buffers` driver buffers.
 
     `captured_at` lists the true capture time of every frame returned, in read order; the
@@ -41,11 +43,11 @@ class SimulatedCamera(Capture):
     `captured_at[n - 1]`.
     """
 
-    def __init__(self, config: CameraConfig, images: list[np.ndarray], fps: float,
+    live = True  # reads block on the camera's clock: no file pacing
+
+    def __init__(self, images: list[np.ndarray], fps: float,
                  buffers: int = DRIVER_BUFFERS) -> None:
-        super().__init__(config)
-        self.kind = "simulated"
-        self.live = True  # reads block on the camera's clock: no file pacing
+        super().__init__("simulated")
         self.images = images
         self.period = 1.0 / fps
         self.buffers = buffers
@@ -60,10 +62,9 @@ class SimulatedCamera(Capture):
     def open(self) -> None:
         height, width = self.images[0].shape[:2]
         fps = 1.0 / self.period
-        self.granted = f"{width}x{height} BGR3 at {fps:g} fps"
-        self.grant_fields = {"width": width, "height": height, "fourcc": "BGR3",
-                             "camera_fps": fps, "backend": "simulated"}
-        self.backend = "simulated"
+        self.grant = Grant(f"{width}x{height} BGR3 at {fps:g} fps",
+                           {"width": width, "height": height, "fourcc": "BGR3",
+                            "camera_fps": fps, "backend": "simulated"}, "simulated")
         self._start = time.monotonic()
         self._ticks = 0
         self._ready.clear()
@@ -90,8 +91,8 @@ class SimulatedCamera(Capture):
         if not self._ready:
             due = self._start + self._ticks * self.period
             wait = due - time.monotonic()
-            if wait > READ_TIMEOUT_MS / 1000:
-                time.sleep(READ_TIMEOUT_MS / 1000)
+            if wait > READ_TIMEOUT:
+                time.sleep(READ_TIMEOUT)
                 return False, None
             time.sleep(max(0.0, wait))
             self._advance(max(time.monotonic(), due))

@@ -27,19 +27,13 @@ class DropOldestQueue(Generic[T]):
         self._maxsize = maxsize
         self._cond = threading.Condition()
         self._closed = False
-        self.put_count = 0
         self.dropped = 0
-
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize
 
     def put(self, item: T) -> bool:
         """Add `item`; returns False if an older item had to be dropped to make room."""
         with self._cond:
             if self._closed:
                 raise QueueClosed
-            self.put_count += 1
             kept_all = True
             while len(self._items) >= self._maxsize:
                 self._items.popleft()

@@ -51,10 +51,6 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
 
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
     def stale_for(self, now: float) -> float:
         """Seconds since the loop last made progress."""
         return now - self.heartbeat

@@ -14,25 +14,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pidaemon.capture import Frame
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
-from pidaemon.framequeue import DropOldestQueue, QueueClosed
-from pidaemon.model import Classifier
-from pidaemon.worker import Worker
+from pidaemon.model.classifier import Classifier
+from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
+from pidaemon.pipeline.frames import Frame, Result
+from pidaemon.pipeline.worker import Worker
 
 FAULT_ENV = "PI_INFER_FAULT"  # test hook: "hang-inference" hangs this thread after 3 frames
 HANG_AFTER_FRAMES = 3
-
-
-@dataclass
-class Result:
-    seq: int
-    captured_at: float
-    finished_at: float
-    inference_ms: float
-    classes: list[int]
-    scores: list[float]
 
 
 @dataclass

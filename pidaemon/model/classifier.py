@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pidaemon.config import InferenceConfig, ModelConfig
 from pidaemon.errors import ModelError, first_line
-from pidaemon.modelcache import CacheKey, CacheUnusable, ModelCache, default_cache_dir
+from pidaemon.model.cache import CacheKey, CacheUnusable, ModelCache, default_cache_dir
 
 if TYPE_CHECKING:
     import torch

@@ -18,18 +18,15 @@ The adapter stays thin: it uses only `Picamera2.global_camera_info`, `Picamera2(
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import logging
 import os
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pidaemon.config import PICAMERA2_MISSING, CameraConfig, csi_index, module_available
 from pidaemon.errors import first_line
 from pidaemon.eventlog import emit
-
-if TYPE_CHECKING:
-    from pidaemon.config import CameraConfig
+from pidaemon.sources.base import FrameSource, Grant
 
 SYSFS_V4L = Path("/sys/class/video4linux")
 CSI_RECEIVERS = ("unicam", "rp1-cfe")  # V4L2 node names start with the driver's name
@@ -40,20 +37,6 @@ OPEN_TIMEOUT = 5.0  # the first frame after start() (exposure and white balance 
 READ_TIMEOUT = 1.0  # like the V4L2 read timeout: a stalled camera never blocks for longer
 # Picamera2's wait(job, timeout) raises the futures TimeoutError (the builtin one from 3.11).
 WAIT_TIMEOUT = (TimeoutError, concurrent.futures.TimeoutError)
-_CSI = re.compile(r"csi(?::(\d+))?")
-
-
-def csi_index(device: str | int) -> int | None:
-    """The camera number `csi` / `csi:N` names, or None for any other device."""
-    match = _CSI.fullmatch(device) if isinstance(device, str) else None
-    if match is None:
-        return None
-    return int(match.group(1) or 0)
-
-
-def importable() -> bool:
-    """picamera2 can be found (without importing it: that starts libcamera)."""
-    return importlib.util.find_spec("picamera2") is not None
 
 
 def is_csi_receiver(device: str | int, sysfs: Path = SYSFS_V4L) -> bool:
@@ -81,30 +64,26 @@ def wants_picamera2(config: CameraConfig, sysfs: Path = SYSFS_V4L) -> bool:
         return False
     if not is_csi_receiver(device, sysfs):
         return False
-    if importable():
+    if module_available("picamera2"):
         return True
     emit("log", f"camera: {device} is the Raspberry Pi's CSI receiver, which V4L2 cannot read; "
-         f"camera.backend: {_missing()}", logging.WARNING)
+         f"camera.backend: {PICAMERA2_MISSING}", logging.WARNING)
     return False
 
 
-def _missing() -> str:
-    from pidaemon.config import PICAMERA2_MISSING
+class Picamera2Source(FrameSource):
+    """One CSI camera; `read()` returns BGR frames like cv2.VideoCapture.read()."""
 
-    return PICAMERA2_MISSING
+    negotiates = True
 
+    def __init__(self, config: CameraConfig) -> None:
+        super().__init__(config.device)
+        self.config = config
+        self._camera: Any = None
 
-class Picamera2Capture:
-    """One started CSI camera; `read()` returns BGR frames like cv2.VideoCapture.read()."""
-
-    def __init__(self, camera: Any, granted: str, grant_fields: dict[str, object]) -> None:
-        self._camera = camera
-        self.granted = granted
-        self.grant_fields = grant_fields
-
-    @classmethod
-    def open(cls, config: CameraConfig) -> Picamera2Capture:
+    def open(self) -> None:
         """Open, configure and start the camera, or raise OSError with a reason to act on."""
+        config = self.config
         picamera2_class = _import_picamera2()
         index = csi_index(config.device) or 0
         cameras = picamera2_class.global_camera_info()
@@ -134,14 +113,16 @@ class Picamera2Capture:
             _close(camera)
             raise OSError(f"cannot start camera {index} ({model}): {first_line(exc)}") from None
         fps = 1e6 / metadata["FrameDuration"] if metadata.get("FrameDuration") else config.fps
-        granted = f"{width}x{height} {FORMAT} at {fps:.1f} fps from {model}"
-        fields: dict[str, object] = {"width": width, "height": height, "fourcc": FORMAT,
-                                     "camera_fps": round(fps, 2), "backend": "picamera2",
-                                     "model": model}
-        return cls(camera, granted, fields)
+        self.grant = Grant(f"{width}x{height} {FORMAT} at {fps:.1f} fps from {model}",
+                           {"width": width, "height": height, "fourcc": FORMAT,
+                            "camera_fps": round(fps, 2), "backend": "picamera2",
+                            "model": model}, "picamera2")
+        self._camera = camera
 
     def read(self) -> tuple[bool, Any]:
         """(True, frame), or (False, None) when no frame came within READ_TIMEOUT."""
+        if self._camera is None:
+            return False, None
         try:
             frame = self._camera.wait(self._camera.capture_array("main", wait=False),
                                       timeout=READ_TIMEOUT)
@@ -150,7 +131,9 @@ class Picamera2Capture:
         return True, frame
 
     def release(self) -> None:
-        _close(self._camera)
+        if self._camera is not None:
+            _close(self._camera)
+            self._camera = None
 
 
 def _import_picamera2() -> Any:
@@ -159,7 +142,7 @@ def _import_picamera2() -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != "picamera2":
             raise OSError(f"cannot import picamera2: {first_line(exc)}") from None
-        raise OSError(f"camera.backend: {_missing()}") from None
+        raise OSError(f"camera.backend: {PICAMERA2_MISSING}") from None
     except Exception as exc:  # noqa: BLE001 - e.g. a numpy ABI mismatch inside its imports
         reason = first_line(exc)
         # Debian's simplejpeg is built for its numpy 1.x; the venv's numpy 2 cannot load it.

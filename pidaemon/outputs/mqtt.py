@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
+from pidaemon.config.credentials import CredentialError, read_secret
 from pidaemon.errors import ConfigError, first_line
 from pidaemon.eventlog import emit
-from pidaemon.sinks import Sink
+from pidaemon.pipeline.sink import Sink
 
 if TYPE_CHECKING:
     from pidaemon.config import MqttConfig
-    from pidaemon.inference import Result
-    from pidaemon.results import Stats
+    from pidaemon.pipeline.frames import Result
+    from pidaemon.pipeline.snapshot import Snapshot
 
 RECONNECT_MIN = 1  # seconds; paho doubles the wait after each failed attempt
 RECONNECT_MAX = 30
@@ -52,12 +51,10 @@ class _Message:
 
 def read_password(name: str) -> str:
     """The password in `name`; a bare file name is looked up among systemd's credentials."""
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = Path(credentials, name) if credentials and "/" not in name else Path(name)
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+        return read_secret(name)
+    except CredentialError as exc:
+        raise ConfigError(f"mqtt.password_file: {exc}") from None
 
 
 class MqttSink(Sink):
@@ -140,7 +137,7 @@ class MqttSink(Sink):
             return
         self._last_top1 = top1
         payload = {"time": round(time.time(), 3), "seq": result.seq,
-                   "latency_ms": round((result.finished_at - result.captured_at) * 1000, 2),
+                   "latency_ms": round(result.latency_ms, 2),
                    "inference_ms": round(result.inference_ms, 2), "classes": result.classes,
                    "labels": [labels[c] for c in result.classes],
                    "scores": [round(s, 4) for s in result.scores],
@@ -154,10 +151,11 @@ class MqttSink(Sink):
             self._predictions.append(message)
             self._wake.notify()
 
-    def on_stats(self, stats: Stats, status: str) -> None:
+    def on_stats(self, snapshot: Snapshot) -> None:
         with self._wake:
             dropped = self.dropped
-            payload = {"time": round(time.time(), 3), **stats.fields(), "status": status,
+            payload = {"time": round(time.time(), 3), **snapshot.stats.fields(),
+                       "status": snapshot.status,
                        "mqtt_dropped": dropped}
             self._status = _Message(f"{self.base}/status", json.dumps(payload),
                                     retain=self.config.retain_status)

@@ -1,0 +1,24 @@
+"""Outputs: the log, MQTT and Prometheus metrics, each a Sink fed results and snapshots."""
+
+from __future__ import annotations
+
+from pidaemon.config import Config
+from pidaemon.outputs.log import LogSink
+from pidaemon.pipeline.sink import Sink, StateView
+
+
+def build_sinks(config: Config, view: StateView) -> list[Sink]:
+    """The sinks the config enables; `view` answers what an output asks between results.
+
+    Each optional one is imported only when enabled, so its library stays an optional extra.
+    """
+    sinks: list[Sink] = [LogSink(config.output)]
+    if config.mqtt.host is not None:
+        from pidaemon.outputs.mqtt import MqttSink
+
+        sinks.append(MqttSink(config.mqtt))
+    if config.metrics.enabled:
+        from pidaemon.outputs.metrics import MetricsSink
+
+        sinks.append(MetricsSink(config, view))
+    return sinks

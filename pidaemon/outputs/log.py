@@ -1,0 +1,40 @@
+"""The log output: prediction and stats lines, as text, JSON or journal entries (see eventlog)."""
+
+from __future__ import annotations
+
+from pidaemon.config import Config, OutputConfig
+from pidaemon.eventlog import emit
+from pidaemon.pipeline.frames import Result
+from pidaemon.pipeline.sink import Sink
+from pidaemon.pipeline.snapshot import Snapshot
+
+
+class LogSink(Sink):
+    def __init__(self, output: OutputConfig) -> None:
+        self.output = output
+
+    def reconfigure(self, config: Config) -> None:
+        self.output = config.output
+
+    def on_result(self, result: Result, labels: list[str]) -> None:
+        if not self.output.every_frame:
+            return
+        kept = [(c, s) for c, s in zip(result.classes, result.scores, strict=True)
+                if s >= self.output.min_score]
+        if not kept:
+            return
+        latency = result.latency_ms
+        text = " | ".join(f"{labels[c]} ({c}) {s:.3f}" for c, s in kept)
+        emit("prediction", f"prediction seq={result.seq} latency_ms={latency:.1f}: {text}",
+             seq=result.seq, classes=[c for c, _ in kept], labels=[labels[c] for c, _ in kept],
+             scores=[round(s, 4) for _, s in kept], latency_ms=round(latency, 2),
+             label=labels[kept[0][0]], score=round(kept[0][1], 4))
+
+    def on_stats(self, snapshot: Snapshot) -> None:
+        stats = snapshot.stats
+        f = stats.fields()
+        latency = "-" if f["latency_p50_ms"] is None else f"{f['latency_p50_ms']:.1f}"
+        top = "-" if stats.label is None else f"{stats.label} score={stats.score:.3f}"
+        emit("stats", f"stats: fps={stats.fps:.1f} latency_p50_ms={latency} "
+             f"dropped={f['dropped']} captured={f['captured']} processed={f['processed']} "
+             f"top1={top}", **f)
