@@ -23,7 +23,7 @@ from pidaemon.config import PICAMERA2_MISSING, CameraConfig
 from pidaemon.errors import EX_CONFIG
 
 from .conftest import IMAGES, PHOTO_ORDER, base_config, pi_infer, write_config
-from .test_pipeline import photo_runs
+from .labels import photo_runs
 
 STANDIN = Path(__file__).resolve().parent / "picamera2_standin"
 
