@@ -25,10 +25,14 @@ DEFAULT_CONFIG_PATH = Path("/etc/pi-infer.yaml")
 
 def setting(default: Any, help: str, *, kind: type | tuple[type, ...] | None = None,
             minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[Any, ...] | None = None, nullable: bool = False) -> Any:
-    """Declare a config key: its default, type, bounds and one-line description."""
+            choices: tuple[Any, ...] | None = None, nullable: bool = False,
+            words: tuple[str, ...] = ()) -> Any:
+    """Declare a config key: its default, type, bounds and one-line description.
+
+    `words` are strings accepted besides values of `kind`, such as `auto` for a number.
+    """
     meta = {"help": help, "kind": kind or type(default), "minimum": minimum, "maximum": maximum,
-            "choices": choices, "nullable": nullable}
+            "choices": choices, "nullable": nullable, "words": words}
     return field(default=default, metadata=meta)
 
 
@@ -59,7 +63,9 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    threads: int = setting(2, "torch intra-op threads", minimum=1, maximum=64)
+    threads: int | str = setting("auto", "torch intra-op threads; auto: the CPUs this process "
+                                 "may use, less one for capture", kind=int, minimum=1,
+                                 maximum=64, words=("auto",))
     engine: str = setting("auto", "quantized engine; auto is qnnpack on Arm, x86 elsewhere",
                           choices=("auto", "qnnpack", "x86", "fbgemm"))
     jit: bool = setting(True, "compile the model with TorchScript and cache the result")
@@ -178,6 +184,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(host)), int(port)
 
 
+def _expected(meta: dict[str, Any]) -> str:
+    """What a key takes, for messages: `auto or a whole number`."""
+    return " or ".join([*meta["words"], _type_name(meta["kind"])])
+
+
 def _type_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
@@ -232,15 +243,17 @@ def _check_value(value: Any, meta: dict[str, Any], path: tuple[str, ...], proble
     if value is None:
         if meta["nullable"]:
             return None
-        raise problem(path, f"must be {_type_name(meta['kind'])}, not empty (null)")
+        raise problem(path, f"must be {_expected(meta)}, not empty (null)")
+    if isinstance(value, str) and value in meta["words"]:
+        return value
     kind = meta["kind"]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # YAML `yes`/`1` must not pass as numbers or booleans of the other sort.
     if isinstance(value, bool) and bool not in kinds:
-        raise problem(path, f"must be {_type_name(kind)}, not {str(value).lower()}")
+        raise problem(path, f"must be {_expected(meta)}, not {str(value).lower()}")
     if not isinstance(value, kinds):
         shown = repr(value) if isinstance(value, str) else type(value).__name__
-        raise problem(path, f"must be {_type_name(kind)}, got {shown}")
+        raise problem(path, f"must be {_expected(meta)}, got {shown}")
     if isinstance(value, float) and value != value:
         raise problem(path, "must be a number, got NaN")
     if meta["choices"] is not None and value not in meta["choices"]:

@@ -19,6 +19,7 @@ from types import FrameType
 from pidaemon import config as config_module
 from pidaemon.capture import CaptureWorker, Frame
 from pidaemon.config import Config
+from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError, ModelError, WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.framequeue import DropOldestQueue
@@ -57,7 +58,8 @@ class Service:
         self.capture: CaptureWorker | None = None
         self.inference: InferenceWorker | None = None
         self.results_worker: ResultsWorker | None = None
-        self.settings = LiveSettings(config.inference.threads, config.model.top_k,
+        threads, self._threads_line = resolve_threads(config.inference.threads)
+        self.settings = LiveSettings(threads, config.model.top_k,
                                      config.inference.max_consecutive_errors)
         self._wake = threading.Event()
         self._stop = False
@@ -111,7 +113,7 @@ class Service:
         started = time.monotonic()
         cfg = self.config
         emit("lifecycle", f"starting: model {cfg.model.name}, engine {cfg.inference.engine}, "
-             f"{cfg.inference.threads} threads, source {cfg.camera.device}")
+             f"{self._threads_line}, source {cfg.camera.device}")
         self.notifier.status("loading the model")
         self.classifier = load_classifier(cfg.model, cfg.inference)
         emit("model", f"model: {self.classifier.description}, engine {self.classifier.engine}, "
@@ -238,7 +240,7 @@ class Service:
             assert self.inference is not None
             self.classifier = self.inference.classifier = classifier
             emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
-        self.settings.threads = new.inference.threads
+        self.settings.threads, _ = resolve_threads(new.inference.threads)
         self.settings.top_k = new.model.top_k
         self.settings.max_consecutive_errors = new.inference.max_consecutive_errors
         assert self.results_worker is not None
