@@ -21,6 +21,13 @@ export PI_INFER_SHARED := $(SHARED)
 
 .PHONY: venv run test lint soak bench install install-venv install-files uninstall clean
 
+# The system packages a target needs, from the one list packaging/system-packages.txt: installed
+# when make runs as root with apt-get, otherwise named in one line with the command to run.
+PACKAGE_TARGETS := run test bench e2e e2e-vm test-arm
+.PHONY: $(PACKAGE_TARGETS:%=packages-%)
+$(PACKAGE_TARGETS:%=packages-%): packages-%:
+	@packaging/ensure-system-packages $*
+
 $(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt)
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install --progress-bar off $(CONSTRAINTS) -e '.[test]'
@@ -29,20 +36,20 @@ $(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt)
 venv: $(VENV)/.deps-stamp
 	$(PIP) install --no-deps -e .
 
-run: venv
+run: packages-run venv
 	$(PYTHON) -m pidaemon run $(if $(CONFIG),--config $(CONFIG)) $(if $(SOURCE),--source $(SOURCE))
 
 lint: venv
 	$(PYTHON) -m ruff check pidaemon tests
 
-test: venv lint
+test: packages-test venv lint
 	$(PYTHON) -m pytest -q tests
 
 SOAK_MINUTES ?= 10
 soak: venv
 	$(PYTHON) -m tests.soak --minutes $(SOAK_MINUTES) --json soak-results.json
 
-bench: venv
+bench: packages-bench venv
 	$(PIP) install --progress-bar off -e '.[litert]'
 	$(PYTHON) -m pidaemon bench $(if $(CONFIG),--config $(CONFIG)) --json bench-results.json
 

@@ -17,6 +17,7 @@ from types import FrameType
 
 from pidaemon import config as config_module
 from pidaemon.config import Config, Key, Reload
+from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError, ModelError
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import load_classifier
@@ -98,7 +99,7 @@ class Service:
         started = time.monotonic()
         cfg = self.config
         emit("lifecycle", f"starting: model {cfg.model.name}, engine {cfg.inference.engine}, "
-             f"{cfg.inference.threads} threads, source {cfg.camera.device}")
+             f"{resolve_threads(cfg.inference.threads)[1]}, source {cfg.camera.device}")
         self.notifier.status("loading the model")
         classifier = load_classifier(cfg.model, cfg.inference)
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "

@@ -6,6 +6,7 @@ import signal
 import time
 
 from .conftest import base_config, write_config
+from .labels import describe
 
 
 def camera_states(daemon) -> list[str]:
@@ -68,7 +69,7 @@ def test_network_camera_unplugged_and_back(tmp_path, cache_dir, mjpeg_camera, st
         cache_dir, camera={"stall_timeout": 1.0}, output={"every_frame": True}))
     daemon = start_daemon("--config", str(config), "--source", mjpeg_camera.url)
     first = daemon.wait_for(lambda e: e["event"] == "prediction")
-    assert first["labels"][0] == "espresso"
+    assert first["labels"][0] == "espresso", describe(first)
     mjpeg_camera.unplug()
     lost = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] == "lost")
     assert lost["level"] == "warning"

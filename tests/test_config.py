@@ -67,6 +67,10 @@ def test_empty_file_means_defaults(tmp_path):
     ("inference:\n  engine: turbo\n", ["inference.engine", "auto, qnnpack, x86, fbgemm"]),
     ("inference:\n  jit: 1\n", ["inference.jit", "true or false"]),
     ("inference:\n  threads: true\n", ["inference.threads", "a whole number, not true"]),
+    ("inference:\n  threads: 0\n", ["line 2", "inference.threads", "at least 1, got 0"]),
+    ("inference:\n  threads: -1\n", ["inference.threads", "at least 1, got -1"]),
+    ("inference:\n  threads: 65\n", ["inference.threads", "at most 64"]),
+    ("inference:\n  threads: two\n", ["inference.threads", "auto or a whole number, got 'two'"]),
     ("output:\n  min_score: 1.5\n", ["output.min_score", "at most 1.0"]),
     ("camera:\n  fps: null\n", ["camera.fps", "not empty"]),
     ("camera: [1, 2]\n", ["camera", "must be a mapping"]),
@@ -111,6 +115,20 @@ def test_check_config_prints_the_effective_config(tmp_path):
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
     assert effective["model"]["top_k"] == 3 and effective["camera"]["fps"] == 36.0
+
+
+@pytest.mark.parametrize(("threads", "code"), [("auto", 0), ("3", 0), ("0", EX_CONFIG),
+                                              ("-1", EX_CONFIG), ("two", EX_CONFIG)])
+def test_check_config_threads_auto_or_a_number(tmp_path, threads, code):
+    path = tmp_path / "threads.yaml"
+    path.write_text(f"inference:\n  threads: {threads}\n")
+    result = pi_infer("check-config", str(path))
+    assert result.returncode == code, result.stdout + result.stderr
+    if code == 0:
+        effective = yaml.safe_load(result.stdout)["inference"]["threads"]
+        assert effective == (threads if threads == "auto" else int(threads))
+    else:
+        assert "inference.threads: must be" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", [["check-config"], ["run", "--config"],

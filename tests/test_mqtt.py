@@ -24,7 +24,7 @@ import pytest
 from pidaemon.errors import EX_CONFIG
 
 from .conftest import Daemon, base_config, pi_infer, write_config
-from .test_pipeline import photo_runs
+from .labels import describe, photo_runs
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -195,7 +195,8 @@ def test_status_predictions_and_availability(broker, subscribe, start):
     assert all(a["classes"][0] != b["classes"][0] for a, b in itertools.pairwise(predictions))
     first = predictions[0]
     assert len(first["classes"]) == len(first["labels"]) == len(first["scores"]) == 5
-    assert first["label"] == first["labels"][0] == "military uniform"
+    assert first["label"] == first["labels"][0]
+    assert "military uniform" in first["labels"], describe(first)  # the top 5 (tests/labels.py)
     assert first["latency_ms"] > 0 and first["inference_ms"] > 0 and first["time"] > 0
     status = subscriber.wait_for(lambda m: is_("status")(m) and m.json()["processed"] > 0).json()
     assert status["captured"] >= status["processed"] > 0 and status["fps"] > 0

@@ -26,7 +26,7 @@ from pidaemon.sources.v4l2 import V4L2Source
 from pidaemon.sources.video import VideoFileSource
 
 from .conftest import IMAGES, PHOTO_ORDER, base_config, pi_infer, write_config
-from .test_pipeline import photo_runs
+from .labels import photo_runs
 
 STANDIN = Path(__file__).resolve().parent / "picamera2_standin"
 

@@ -2,19 +2,8 @@
 
 import signal
 
-from .conftest import EXPECTED, PHOTO_ORDER, base_config, write_config
-
-
-def photo_runs(predictions: list[dict]) -> list[str]:
-    """The sequence of photos the top-1 classes name, consecutive repeats collapsed."""
-    runs: list[str] = []
-    for event in predictions:
-        top = event["classes"][0]
-        names = [name for name in PHOTO_ORDER if top in EXPECTED[name]]
-        name = "cat" if set(names) == {"chelsea.png", "cat_720p.jpg"} else names[0]
-        if not runs or runs[-1] != name:
-            runs.append(name)
-    return runs
+from .conftest import base_config, write_config
+from .labels import photo_runs
 
 
 def test_predictions_follow_the_photos_in_order(tmp_path, cache_dir, photo_video, start_daemon):

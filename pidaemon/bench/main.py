@@ -38,6 +38,7 @@ from pidaemon.bench.startup import startup
 from pidaemon.bench.targets import evaluate, find_row
 from pidaemon.bench.timing import isolated
 from pidaemon.config import Config
+from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError
 
 
@@ -51,7 +52,8 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
     model_job = dataclasses.replace(job, seconds=duration("model", quick))
     progress("model only")
     callers = ("main", "worker") if quick else ("main", "worker", "worker+main team")
-    thread_counts = tuple(sorted({1, 2, cfg.inference.threads}))
+    threads, _ = resolve_threads(cfg.inference.threads)
+    thread_counts = tuple(sorted({1, 2, threads}))
     model_rows: list[dict] = []
     for engine in ("auto", "qnnpack"):
         for caller in callers:
@@ -67,7 +69,7 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
     auto = find_row(model_rows, engine=report["auto_engine"], threads=1, caller="main")
     qnnpack = find_row(model_rows, engine="qnnpack", threads=1, caller="main")
     runs = []
-    for scenario in scenarios(auto["fps"], qnnpack["fps"], cfg.inference.threads):
+    for scenario in scenarios(auto["fps"], qnnpack["fps"], threads):
         progress(f"{scenario.name}: {scenario.runner}")
         runs.append(isolated(run_scenario, job, scenario))
     report["scenarios"] = runs

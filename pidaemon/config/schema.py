@@ -32,10 +32,14 @@ class Reload(enum.Enum):
 def setting(default: Any, help: str, *, on_reload: Reload,
             kind: type | tuple[type, ...] | None = None,
             minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[Any, ...] | None = None, nullable: bool = False) -> Any:
-    """Declare a config key: its default, type, bounds, meaning and what a reload does with it."""
+            choices: tuple[Any, ...] | None = None, nullable: bool = False,
+            words: tuple[str, ...] = ()) -> Any:
+    """Declare a config key: its default, type, bounds, meaning and what a reload does with it.
+
+    `words` are strings accepted besides values of `kind`, such as `auto` for a number.
+    """
     meta = {"help": help, "kind": kind or type(default), "minimum": minimum, "maximum": maximum,
-            "choices": choices, "nullable": nullable, "on_reload": on_reload}
+            "choices": choices, "nullable": nullable, "words": words, "on_reload": on_reload}
     return field(default=default, metadata=meta)
 
 
@@ -80,8 +84,10 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    threads: int = setting(2, "torch intra-op threads; on a 2-core machine use 1.",
-                           minimum=1, maximum=64, on_reload=LIVE)
+    threads: int | str = setting(
+        "auto", "torch intra-op threads, 1 to 64; auto: the CPUs this process may use (affinity, "
+        "cgroup quota) less one for capture, so 1 on 2 CPUs and 3 on 4, logged at start.",
+        kind=int, minimum=1, maximum=64, words=("auto",), on_reload=LIVE)
     engine: str = setting("auto", "Quantized engine: auto (qnnpack on Arm, x86 elsewhere), "
                           "qnnpack, x86 or fbgemm.",
                           choices=("auto", "qnnpack", "x86", "fbgemm"), on_reload=MODEL)

@@ -38,6 +38,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(host)), int(port)
 
 
+def _expected(meta: dict[str, Any]) -> str:
+    """What a key takes, for messages: `auto or a whole number`."""
+    return " or ".join([*meta["words"], _type_name(meta["kind"])])
+
+
 def _type_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
@@ -75,17 +80,19 @@ def _check_value(value: Any, meta: dict[str, Any], path: tuple[str, ...], proble
     if value is None:
         if meta["nullable"]:
             return None
-        raise problem(path, f"must be {_type_name(meta['kind'])}, not empty (null)")
+        raise problem(path, f"must be {_expected(meta)}, not empty (null)")
+    if isinstance(value, str) and value in meta["words"]:
+        return value
     kind = meta["kind"]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if float in kinds and isinstance(value, str) and FLOAT_LITERAL.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e1 and 1.5e3 as strings; YAML 1.2 and JSON do not
     # YAML `yes`/`1` must not pass as numbers or booleans of the other sort.
     if isinstance(value, bool) and bool not in kinds:
-        raise problem(path, f"must be {_type_name(kind)}, not {str(value).lower()}")
+        raise problem(path, f"must be {_expected(meta)}, not {str(value).lower()}")
     if not isinstance(value, kinds):
         shown = repr(value) if isinstance(value, str) else type(value).__name__
-        raise problem(path, f"must be {_type_name(kind)}, got {shown}")
+        raise problem(path, f"must be {_expected(meta)}, got {shown}")
     if isinstance(value, float) and value != value:
         raise problem(path, "must be a number, got NaN")
     if meta["choices"] is not None and value not in meta["choices"]:

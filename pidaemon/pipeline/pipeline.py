@@ -12,6 +12,7 @@ import logging
 import time
 
 from pidaemon.config import CameraConfig, Config
+from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import Classifier
@@ -36,7 +37,8 @@ class Pipeline:
         self.sinks = sinks
         self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
         self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
-        self.settings = LiveSettings(config.inference.threads, config.model.top_k,
+        self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
+                                     config.model.top_k,
                                      config.inference.max_consecutive_errors)
         self.capture = CaptureWorker(source, config.camera, self.frames)
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
@@ -96,7 +98,7 @@ class Pipeline:
 
     def apply_live(self, config: Config) -> None:
         """Keys a reload applies without restarting anything."""
-        self.settings.threads = config.inference.threads
+        self.settings.threads = resolve_threads(config.inference.threads)[0]
         self.settings.top_k = config.model.top_k
         self.settings.max_consecutive_errors = config.inference.max_consecutive_errors
         self.results_worker.interval = config.output.interval

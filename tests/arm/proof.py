@@ -31,7 +31,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests.conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, write_video  # noqa: E402
+from tests.conftest import IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, write_video  # noqa: E402
+from tests.labels import check_still, photo_shown  # noqa: E402
 
 CPU = "cortex-a72"
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # looked up on the host's PATH
@@ -134,8 +135,10 @@ def classify(guest: Guest, run: str) -> None:
         print(f"classify {name}: {top}, engine {answer['engine']}")
         if answer["engine"] != "qnnpack":
             raise ProofFailed(f"engine auto chose {answer['engine']} on aarch64, not qnnpack")
-        if answer["classes"][0] not in EXPECTED[name]:
-            raise ProofFailed(f"{name}: top-1 {top}, expected one of {sorted(EXPECTED[name])}")
+        try:
+            check_still(name, answer)
+        except AssertionError as exc:
+            raise ProofFailed(str(exc)) from None
 
 
 def run_daemon(guest: Guest, run: str) -> None:
@@ -145,8 +148,12 @@ def run_daemon(guest: Guest, run: str) -> None:
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     predictions = [e for e in events if e["event"] == "prediction"]
     stats = [e["message"] for e in events if e["event"] == "stats"] or ["no stats line"]
-    shown = set().union(*EXPECTED.values())
-    wrong = [p for p in predictions if p["classes"][0] not in shown]
+    wrong = []
+    for prediction in predictions:
+        try:
+            photo_shown(prediction)
+        except AssertionError as exc:
+            wrong.append(str(exc))
     print(f"run: {len(predictions)} predictions in {RUN_SECONDS} s, top-1 "
           f"{sorted({p['labels'][0] for p in predictions})}; last {stats[-1]!r}")
     if len(predictions) < 3 or wrong:

@@ -17,12 +17,7 @@ cache=/var/cache/pi-infer-ci
 torch=${ARM_TORCH:-}
 
 [ "$(id -u)" = 0 ] || { echo "test-arm: must run as root (chroot, mount, binfmt_misc)" >&2; exit 1; }
-for tool in qemu-aarch64-static update-binfmts debootstrap chroot unshare flock; do
-    command -v "$tool" >/dev/null || {
-        echo "test-arm: $tool is missing (apt-get install qemu-user-static binfmt-support debootstrap)" >&2
-        exit 1
-    }
-done
+"$repo/packaging/ensure-system-packages" test-arm
 mkdir -p "$cache"
 exec 9>"$cache/arm.lock"
 flock 9

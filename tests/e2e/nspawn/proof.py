@@ -36,13 +36,16 @@ CONFIG = "/etc/pi-infer.yaml"
 DROP_IN = f"/etc/systemd/system/{UNIT}.service.d/fault.conf"
 VIDEO_FPS = 10  # each photo is shown for one second; camera.fps paces the file at this rate
 FRAME_SIDE = 512
-# Photo -> top-1 of the quantized MobileNetV2 (shared/models/SOURCES.md).
+# Photo -> top-1 of the quantized MobileNetV2 (shared/models/SOURCES.md), except TOP5_ONLY.
 PHOTOS = {
     "coffee.png": "espresso",
     "grace_hopper.jpg": "military uniform",
     "cat_720p.jpg": "Egyptian cat",
     "bird.bmp": "chickadee",
 }
+# Classes that win only narrowly in camera frames, so that another CPU's kernels may rank them
+# second (tests/labels.py): they must be among a frame's top 5, the others top-1.
+TOP5_ONLY = {"military uniform"}
 PREDICTION = re.compile(r"^prediction seq=\d+ .*?: (.*)$")
 
 
@@ -212,10 +215,12 @@ class Proof:
         """Step 2: stats with fps and every photo's label; PI_INFER_* fields are queryable."""
 
         def all_labels() -> set[str] | None:
-            top1 = {row[0] for row in self.predictions()}
-            return top1 if set(PHOTOS.values()) <= top1 else None
+            rows = self.predictions()
+            seen = {row[0] for row in rows} | {label for row in rows for label in row
+                                                if label in TOP5_ONLY}
+            return seen if set(PHOTOS.values()) <= seen else None
 
-        top1 = wait_for(f"top-1 predictions {sorted(PHOTOS.values())}", all_labels, 30)
+        top1 = wait_for(f"predictions {sorted(PHOTOS.values())}", all_labels, 30)
         if not re.search(r"^stats: fps=\d", self.journal("-o", "cat"), re.MULTILINE):
             raise ProofFailed(f"no 'stats: fps=' line in journalctl -u {UNIT}")
         espresso = self.journal("PI_INFER_LABEL=espresso", "-o", "cat")

@@ -12,12 +12,7 @@ repo=$(cd "$here/../../.." && pwd)
 work=/var/tmp/pi-infer-nspawn-work
 
 [ "$(id -u)" = 0 ] || { echo "e2e: must run as root (mount, systemd-nspawn, nsenter)" >&2; exit 1; }
-for tool in systemd-nspawn nsenter unshare flock make git /usr/bin/python3.11; do
-    command -v "$tool" >/dev/null || {
-        echo "e2e: $tool is missing (apt-get install systemd systemd-container python3.11-venv)" >&2
-        exit 1
-    }
-done
+"$repo/packaging/ensure-system-packages" e2e
 mkdir -p "$work"
 exec 8>"$work/lock"
 flock -n 8 || { echo "e2e: another run is using $work" >&2; exit 1; }

@@ -30,12 +30,7 @@ phase() {
 die() { echo "e2e-vm: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mkfs)"
-missing=()
-for tool in qemu-system-x86_64 debootstrap mkfs.ext4 /usr/bin/python3.11; do
-  command -v "$tool" > /dev/null || missing+=("$tool")
-done
-/usr/bin/python3.11 -c 'import ensurepip' 2> /dev/null || missing+=(python3.11-venv)
-[ ${#missing[@]} = 0 ] || die "missing ${missing[*]}: apt-get install qemu-system-x86 debootstrap e2fsprogs python3.11-venv"
+"$repo/packaging/ensure-system-packages" e2e-vm
 
 # The image and the guest venv are cached under $cache, keyed by a hash of the files that define
 # them, so a change to those files builds anew; older builds are pruned once a new one is done.
