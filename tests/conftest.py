@@ -209,3 +209,12 @@ def mjpeg_camera():
     camera = MjpegCamera()
     yield camera
     camera.unplug()
+
+
+@pytest.fixture(scope="session")
+def hanging_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`model` settings for a TorchScript model that hangs on the first camera frame."""
+    from .hanging_model import write_hanging_model
+
+    path = write_hanging_model(tmp_path_factory.mktemp("hang") / "hang.pt")
+    return {"torchscript": str(path), "labels": str(LABELS), "weights": None}

@@ -33,8 +33,9 @@ def scrape(url: str) -> dict[str, float]:
     return samples
 
 
-def start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env=None) -> Daemon:
-    config = base_config(cache_dir, camera={"loop": True},
+def start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env=None,
+                       model: dict | None = None) -> Daemon:
+    config = base_config(cache_dir, camera={"loop": True}, model=model or {},
                          metrics={"enabled": True, "listen": "127.0.0.1:0"})
     path = write_config(tmp_path / "c.yaml", config)
     return start_daemon("--config", str(path), "--source", str(photo_video), env=env)
@@ -79,12 +80,13 @@ def test_counters_grow_and_histograms_fill(tmp_path, cache_dir, photo_video, sta
     assert get(f"{url}/nothing")[0] == 404
 
 
-def test_healthz_turns_503_when_inference_hangs(tmp_path, cache_dir, photo_video, start_daemon):
+def test_healthz_turns_503_when_inference_hangs(tmp_path, cache_dir, photo_video, start_daemon,
+                                                hanging_model):
     # A 2 s watchdog (without a notify socket) makes the health window 2 s.
-    env = {**os.environ, "PI_INFER_FAULT": "hang-inference", "WATCHDOG_USEC": "2000000"}
-    daemon = start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env)
+    env = {**os.environ, "WATCHDOG_USEC": "2000000"}
+    daemon = start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env,
+                                model=hanging_model)
     url = ready(daemon)
-    daemon.wait_for(lambda e: e["event"] == "fault")
     while (answer := get(f"{url}/healthz"))[0] == 200:
         daemon.wait_for(lambda e: e["event"] == "stats")  # paced by the stats interval
     assert answer == (503, "unhealthy\n")

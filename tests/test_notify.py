@@ -53,12 +53,13 @@ def test_message_sequence_start_reload_stop(tmp_path, cache_dir, photo_video, no
 
 
 def test_watchdog_pings_stop_when_inference_hangs(tmp_path, cache_dir, photo_video, notify,
-                                                   start_daemon):
-    config = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera={"loop": True}))
+                                                   start_daemon, hanging_model):
+    config = write_config(tmp_path / "c.yaml", base_config(
+        cache_dir, camera={"loop": True}, model=hanging_model))
     env = env_for(notify, watchdog_usec=2_000_000)
-    env["PI_INFER_FAULT"] = "hang-inference"
     daemon = start_daemon("--config", str(config), "--source", str(photo_video), env=env)
-    daemon.wait_for(lambda e: e.get("event") == "fault", timeout=60)
+    # A stats line counting a captured frame: the inference thread took the first one and hung.
+    daemon.wait_for(lambda e: e.get("event") == "stats" and e["captured"] > 0, timeout=60)
     hung_at = time.monotonic()
     notify.drain(6.0)
     pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]

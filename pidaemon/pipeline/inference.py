@@ -9,8 +9,6 @@ systemd restarts the daemon.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass
 
@@ -20,9 +18,6 @@ from pidaemon.model.classifier import Classifier
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
 from pidaemon.pipeline.frames import Frame, Result
 from pidaemon.pipeline.worker import Worker
-
-FAULT_ENV = "PI_INFER_FAULT"  # test hook: "hang-inference" hangs this thread after 3 frames
-HANG_AFTER_FRAMES = 3
 
 
 @dataclass
@@ -47,7 +42,6 @@ class InferenceWorker(Worker):
         self.busy = False
         self._consecutive_failures = 0
         self._threads_for: tuple[int, Classifier | None] = (0, None)
-        self._hang = os.environ.get(FAULT_ENV) == "hang-inference"
 
     def setup(self) -> None:
         self._apply_threads()
@@ -70,9 +64,6 @@ class InferenceWorker(Worker):
         if frame is None:
             return
         self._apply_threads()
-        if self._hang and self.processed >= HANG_AFTER_FRAMES:
-            emit("fault", "fault hook: hanging the inference thread", logging.WARNING)
-            threading.Event().wait()
         self.busy = True
         try:
             self._infer(frame)

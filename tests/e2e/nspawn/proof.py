@@ -6,7 +6,8 @@ the camera at a video made from the shared photos, boots systemd in a container 
 1. `systemctl start` returns only after READY; `is-active` and `status` show the service running;
 2. the journal shows fps and the photos' labels, and structured fields can be queried;
 3. `systemctl reload` applies a new top_k live; a broken config is logged and the old one kept;
-4. a hung inference thread (PI_INFER_FAULT drop-in): systemd logs a watchdog timeout and restarts;
+4. a hung inference thread (a user's model that never returns): systemd logs a watchdog timeout
+   and restarts;
 5. `systemctl stop` ends cleanly within seconds.
 """
 
@@ -33,7 +34,6 @@ UNIT = "pi-infer"
 SRV = "/srv/pi-infer-e2e"  # the per-run files, bound read-only into the container
 VENV = "/opt/pi-infer/venv"
 CONFIG = "/etc/pi-infer.yaml"
-DROP_IN = f"/etc/systemd/system/{UNIT}.service.d/fault.conf"
 VIDEO_FPS = 10  # each photo is shown for one second; camera.fps paces the file at this rate
 FRAME_SIDE = 512
 # Photo -> top-1 of the quantized MobileNetV2 (shared/models/SOURCES.md), except TOP5_ONLY.
@@ -122,11 +122,16 @@ def stage(repo: Path, shared: Path, venv: Path, run: Path) -> Path:
     if built.returncode != 0:
         raise ProofFailed(f"pip wheel failed:\n{built.stdout}{built.stderr}")
     write_video(share / "camera.avi", shared / "images")
+    sys.path.insert(0, str(repo))
+    from tests.hanging_model import write_hanging_model
+
+    write_hanging_model(share / "hang.pt")
     return share
 
 
-def edited_config(installed: str, top_k: int) -> str:
-    """The installed /etc/pi-infer.yaml as a user edits it for this camera and the local model."""
+def edited_config(installed: str, top_k: int, hang: bool = False) -> str:
+    """The installed /etc/pi-infer.yaml as a user edits it for this camera and the local model
+    (`hang`: a TorchScript model of theirs that never returns on a camera frame)."""
     config = yaml.safe_load(installed) or {}
     config.setdefault("camera", {}).update(device=f"{SRV}/camera.avi", fps=VIDEO_FPS, loop=True)
     config.setdefault("model", {}).update(
@@ -134,6 +139,8 @@ def edited_config(installed: str, top_k: int) -> str:
         labels=f"{SRV}/models/imagenet_classes.txt",
         top_k=top_k,
     )
+    if hang:
+        config["model"].update(weights=None, torchscript=f"{SRV}/hang.pt")
     config.setdefault("output", {})["every_frame"] = True
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -145,8 +152,8 @@ class Proof:
         self.box = box
         self.installed_config = installed_config
 
-    def configure(self, top_k: int) -> None:
-        self.box.write(CONFIG, edited_config(self.installed_config, top_k))
+    def configure(self, top_k: int, hang: bool = False) -> None:
+        self.box.write(CONFIG, edited_config(self.installed_config, top_k, hang))
 
     def show(self, *props: str) -> dict[str, str]:
         out = self.box.out("systemctl", "show", UNIT, *(f"--property={p}" for p in props))
@@ -266,9 +273,7 @@ class Proof:
 
     def watchdog(self) -> None:
         """Step 4: with the inference thread hung, systemd logs a watchdog timeout and restarts."""
-        self.box.run("mkdir", "-p", str(Path(DROP_IN).parent))
-        self.box.write(DROP_IN, "[Service]\nEnvironment=PI_INFER_FAULT=hang-inference\n")
-        self.box.run("systemctl", "daemon-reload")
+        self.configure(top_k=2, hang=True)
         self.box.run("systemctl", "restart", UNIT, timeout=360)
         cursor = self.cursor()
         restarts = self.restarts()
@@ -285,8 +290,7 @@ class Proof:
         print(f"  watchdog fired {fired:.1f} s after the service started with the hang")
         wait_for("NRestarts to increase", lambda: self.restarts() > restarts, 60)
         wait_for("the restarted service to be active", lambda: self.is_active() == "active", 120)
-        self.box.run("rm", DROP_IN)
-        self.box.run("systemctl", "daemon-reload")
+        self.configure(top_k=2)
         self.box.run("systemctl", "restart", UNIT, timeout=360)
 
     def stop(self) -> None:
