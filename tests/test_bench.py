@@ -67,8 +67,13 @@ def test_quick_bench_reports_every_measurement(tmp_path):
     assert startup["bare"]["peak_rss_mb"] > 0
 
     names = {t["name"] for t in report["targets"]}
-    assert {"throughput", "pi-like-latency", "pi-like-auto-cpu", "overload-age", "warm-start",
-            "peak-rss"} <= names
+    assert {"throughput", "auto-threads", "pi-like-latency", "pipeline-cpu", "overload-age",
+            "overload-age-same-threads", "warm-start", "peak-rss"} <= names
+    tutorial = [r for r in report["scenarios"] if r["runner"] == "tutorial"]
+    assert {r["default_threads"] for r in tutorial} == {True, False}, \
+        "the tutorial runs at its default and at pi-infer's thread count"
+    pipeline = [r for r in report["scenarios"] if r["runner"] == "pi-infer"]
+    assert all(r["model_cpu_cores"] > 0 for r in pipeline)
     for target in report["targets"]:
         assert target["passed"] in (True, False, None)
         assert target["passed"] is None or target["ratio"] is not None

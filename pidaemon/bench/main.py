@@ -69,6 +69,7 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
     auto = find_row(model_rows, engine=report["auto_engine"], threads=1, caller="main")
     qnnpack = find_row(model_rows, engine="qnnpack", threads=1, caller="main")
     runs = []
+    report["daemon_threads"] = threads
     for scenario in scenarios(auto["fps"], qnnpack["fps"], threads):
         progress(f"{scenario.name}: {scenario.runner}")
         runs.append(isolated(run_scenario, job, scenario))

@@ -55,7 +55,8 @@ def render(report: dict) -> str:
               f"{'cpu':>6}{'dropped':>8}"]
     for r in report["scenarios"]:
         model = f"{r['model_p50_ms']:.1f}" if "model_p50_ms" in r else "-"
-        lines.append(f"{r['scenario']:<13}{r['runner']:<9}{r['engine']:<8}{r['threads']:>3}"
+        threads = f"{r['threads']}{'*' if r.get('default_threads') else ''}"
+        lines.append(f"{r['scenario']:<13}{r['runner']:<9}{r['engine']:<8}{threads:>3}"
                      f"{r['camera_fps']:>7.0f}{r['fps']:>7.1f}{model:>7}{r['infer_p50_ms']:>7.1f}"
                      f"{r['latency_p50_ms']:>8.1f}{r['latency_p95_ms']:>7.1f}"
                      f"{r['age_p50_ms']:>8.1f}{r['age_p95_ms']:>7.1f}{r['cpu_cores']:>6.2f}"
@@ -63,7 +64,8 @@ def render(report: dict) -> str:
     s = report["startup"]
     lines += ["", "(ms. model: model-only p50 at the camera's rate, timed in the same process "
               "before and after; infer: the inference step per frame; lat: camera read to "
-              "result; age: sensor capture to result. cpu: process CPU time / wall time)", "",
+              "result; age: sensor capture to result. cpu: process CPU time / wall time; "
+              "thr *: torch's default thread count)", "",
               f"start-up to READY: cold {s['cold']['ready_s']:.2f} s, warm "
               f"{s['warm']['ready_s']:.2f} s (torchvision "
               f"{'loaded' if s['warm']['torchvision_loaded'] else 'not loaded'} when warm); "

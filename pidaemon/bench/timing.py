@@ -22,6 +22,7 @@ class Timing:
     fps: float  # 1 / mean latency: what a loop of calls sustains, stalls included
     cpu_cores: float  # process CPU time / elapsed: the threads really at work
     calls: int
+    cpu_ms: float  # process CPU time per call: what the model alone costs per frame
 
 
 # -- fresh processes --------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def time_paced(call: Callable[[], object], fps: float, seconds: float) -> Timing
         time.sleep(max(0.0, due - time.perf_counter()))
     cpu_s = time.process_time() - cpu
     return Timing(round(statistics.median(times) * 1000, 3), round(len(times) / sum(times), 1),
-                  round(cpu_s / sum(times), 2), len(times))
+                  round(cpu_s / sum(times), 2), len(times), round(cpu_s / len(times) * 1000, 3))
 
 
 def time_interleaved(calls: Sequence[Callable[[], object]], seconds: float) -> list[Timing]:
@@ -85,7 +86,8 @@ def time_interleaved(calls: Sequence[Callable[[], object]], seconds: float) -> l
             wall[i].append(time.perf_counter() - before)
             cpu[i].append(time.process_time() - cpu_before)
     return [Timing(round(statistics.median(w) * 1000, 3), round(len(w) / sum(w), 1),
-                   round(sum(c) / sum(w), 2), len(w)) for w, c in zip(wall, cpu, strict=True)]
+                   round(sum(c) / sum(w), 2), len(w), round(sum(c) / len(c) * 1000, 3))
+            for w, c in zip(wall, cpu, strict=True)]
 
 
 def forward_call(classifier: Any, frame: np.ndarray) -> Callable[[], None]:
