@@ -14,7 +14,7 @@ from pidaemon.eventlog import journal_fields
 from pidaemon.pipeline.frames import RegionResult
 from pidaemon.pipeline.state import SteadyState
 
-from .conftest import LABELS, TORCHSCRIPT, base_config, pi_infer, write_config
+from .conftest import TORCHSCRIPT, base_config, pi_infer, write_config
 from .regionvideo import LEFT, RIGHT, write_pairs
 
 
