@@ -172,3 +172,21 @@ def as_plain(regions: tuple[Region, ...]) -> dict[str, dict[str, Any]]:
                           "hold": state.hold, "below": state.below}
         out[region.name] = entry
     return out
+
+
+# The keys of one region, for the generated docs: (key, default, meaning).
+REGION_KEYS = (
+    ("box", "(required)", "[x1, y1, x2, y2] in fractions of the frame, 0 to 1 (x1 < x2, "
+     "y1 < y2); the box is resized to the model input whole, stretched if not square."),
+    ("model.torchscript", "null", "The region's own TorchScript model; null uses the main "
+     "model. Regions sharing a model are classified in one batched call per frame."),
+    ("model.labels", "null", "Its labels file, one per line in output order (required with "
+     "model.torchscript)."),
+    ("state.min_score", "0.0", "A result counts only with a top-1 score of at least this; a "
+     "mapping such as {open: 0.8, closed: 0.6} sets it per label (other labels: 0)."),
+    ("state.consecutive", "1", "Identical results in a row before a label becomes the state."),
+    ("state.hold", "0.0", "Seconds a new label must keep winning before it becomes the state "
+     "(like Home Assistant's delay_on)."),
+    ("state.below", "keep", "Below min_score: keep the last state, or unknown (the result "
+     "counts for the state `unknown`)."),
+)
