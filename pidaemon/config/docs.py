@@ -31,7 +31,7 @@ REGIONS_EXAMPLE = """\
 # regions: parts of the frame, each classified on its own with a steady state (journal,
 # MQTT <topic_prefix>/<node>/<name>/state, Prometheus, Home Assistant with mqtt.discovery).
 # Without it the whole frame is classified, as above. Names: a-z, 0-9 and _.
-# Reload: boxes and states are applied live; a region model reloads the models.
+# A reload applies boxes and states live; a changed region model reloads the models.
 #regions:
 #  garage_door:
 #    box: [0.0, 0.2, 0.5, 0.9]
