@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+import yaml
 
 from pidaemon.config import parse
 from pidaemon.config.regions import StateConfig
@@ -37,7 +38,7 @@ def states(daemon, region: str) -> list[str]:
 ])
 def test_bad_regions_are_refused_with_the_key(regions, expected):
     with pytest.raises(ConfigError) as error:
-        parse(__import__("yaml").safe_dump({"regions": regions}), "c.yaml")
+        parse(yaml.safe_dump({"regions": regions}), "c.yaml")
     assert expected in str(error.value)
 
 
