@@ -21,6 +21,7 @@ from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError, ModelError
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import load_classifier
+from pidaemon.model.regions import check_min_scores, load_models
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
@@ -105,7 +106,8 @@ class Service:
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks)
+        models = load_models(cfg, classifier)
+        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks, models)
         for sink in self.sinks:
             sink.start()
         self.pipeline.start()
@@ -195,8 +197,11 @@ class Service:
                  logging.WARNING)
         if Reload.MODEL in scopes:
             classifier = load_classifier(new.model, new.inference)
-            self.pipeline.swap_model(classifier)
+            self.pipeline.swap_models(load_models(new, classifier))
             emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
+        else:  # the region models are the ones loaded: check min_score labels against them
+            for region in new.regions:
+                check_min_scores(region, self.pipeline.models[region.model].labels)
         self.pipeline.apply_live(new)
         if Reload.CAMERA in scopes:
             self.pipeline.restart_capture(make_source(new.camera), new.camera)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pidaemon.config.regions import REGION_KEYS
 from pidaemon.config.schema import SECTIONS, keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +26,20 @@ YAML_HEADER = """\
 # /etc/pi-infer.yaml: pi-infer's configuration. Every key is shown with its default.
 # Check it with `pi-infer check-config`; apply it with `systemctl reload pi-infer` (each key's
 # comment ends with what a reload does with it).
+"""
+REGIONS_EXAMPLE = """\
+# regions: parts of the frame, each classified on its own with a steady state (journal,
+# MQTT <topic_prefix>/<node>/<name>/state, Prometheus, Home Assistant with mqtt.discovery).
+# Without it the whole frame is classified, as above. Names: a-z, 0-9 and _.
+# A reload applies boxes and states live; a changed region model reloads the models.
+#regions:
+#  garage_door:
+#    box: [0.0, 0.2, 0.5, 0.9]
+#    model: {torchscript: /etc/pi-infer/door.pt, labels: /etc/pi-infer/door.txt}
+#    state: {min_score: 0.7, consecutive: 3, hold: 2, below: keep}
+#  shelf:
+#    box: [0.5, 0.0, 1.0, 0.5]
+#    state: {min_score: {espresso: 0.5}, consecutive: 5}
 """
 
 
@@ -44,6 +59,7 @@ def yaml_document() -> str:
             for line in textwrap.wrap(comment, WIDTH - 4, break_on_hyphens=False):
                 parts.append(f"  # {line}\n")
             parts.append(f"  {key.name}: {scalar(key.default)}\n")
+    parts.append("\n" + REGIONS_EXAMPLE)
     return "".join(parts)
 
 
@@ -54,6 +70,10 @@ def readme_table() -> str:
         meaning = key.help.replace("|", "\\|")
         rows.append(f"| `{key.path}` | `{scalar(key.default)}` | {key.on_reload.value} | "
                     f"{meaning} |")
+    for name, default, meaning in REGION_KEYS:
+        scope = "reloads the model" if name.startswith("model.") else "applied live"
+        rows.append(f"| `regions.<name>.{name}` | `{default}` | {scope} | "
+                    f"{meaning.replace('|', chr(92) + '|')} |")
     return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pidaemon.config.regions import Region, as_plain, changed_regions
 from pidaemon.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/pi-infer.yaml")
@@ -161,6 +162,12 @@ class MqttConfig:
                                 "top-1 class.", on_reload=RESTART)
     keepalive: int = setting(30, "Seconds between keep-alive pings; a dead link is noticed after "
                              "1.5 times this.", minimum=5, maximum=3600, on_reload=RESTART)
+    discovery: bool = setting(
+        False, "Announce each region as a Home Assistant sensor (MQTT discovery): one device "
+        "config at <discovery_prefix>/device/<node>/config, sent again when Home Assistant "
+        "says online on <discovery_prefix>/status.", on_reload=RESTART)
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix.",
+                                    on_reload=RESTART)
     buffer: int = setting(
         1000, "Predictions held while the broker is unreachable; older ones are dropped (and "
         "counted in the status and the log) beyond this. Capture and inference never wait for "
@@ -186,6 +193,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    regions: tuple[Region, ...] = ()  # none: the whole frame, as one prediction per frame
 
     def with_source(self, source: str | None) -> Config:
         """The same config reading from `source` (the `--source` option) instead."""
@@ -200,7 +208,10 @@ class Config:
         return dataclasses.replace(self, camera=dataclasses.replace(self.camera, device=device))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        plain = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        if self.regions:
+            plain["regions"] = as_plain(self.regions)
+        return plain
 
 
 SECTIONS: dict[str, type] = {
@@ -265,7 +276,14 @@ def keys() -> list[Key]:
 
 
 def changed_keys(old: Config, new: Config) -> list[Key]:
-    """The keys whose value differs between two configs."""
-    return [key for key in keys()
-            if getattr(getattr(old, key.section), key.name)
-            != getattr(getattr(new, key.section), key.name)]
+    """The keys whose value differs between two configs; a changed region counts as one key.
+
+    A region's box and state apply live; a new or changed region model is a model reload.
+    """
+    changed = [key for key in keys()
+               if getattr(getattr(old, key.section), key.name)
+               != getattr(getattr(new, key.section), key.name)]
+    for name, model_changed in changed_regions(old.regions, new.regions):
+        changed.append(Key("regions", name, None, "a region",
+                           Reload.MODEL if model_changed else Reload.LIVE))
+    return changed

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from pidaemon.config.credentials import CredentialError, read_secret
+from pidaemon.config.regions import parse_regions
 from pidaemon.config.schema import (
     OPTIONAL_MODULES,
     PICAMERA2_MISSING,
@@ -60,7 +61,9 @@ class _Problem:
 
     def __call__(self, path: tuple[str, ...], message: str) -> ConfigError:
         where = self.source
-        line = self.lines.get(path)
+        # A missing key has no line: name the line of the mapping that lacks it.
+        line = next((self.lines[path[:n]] for n in range(len(path), 0, -1)
+                     if path[:n] in self.lines), None)
         if line is not None:
             where += f", line {line}"
         key = ".".join(p if p.isprintable() and p else repr(p) for p in path) or "(top level)"
@@ -123,9 +126,13 @@ def validate(data: Any, source: str = "<config>",
                           f"got {type(data).__name__}")
     sections: dict[str, Any] = {}
     for section_name, section_data in data.items():
+        if section_name == "regions":
+            sections["regions"] = parse_regions(section_data, problem)
+            continue
         if section_name not in SECTIONS:
             name = str(section_name)
-            raise problem((name,), f"unknown section; {_closest(name, list(SECTIONS))}")
+            raise problem((name,), f"unknown section; "
+                                   f"{_closest(name, [*SECTIONS, 'regions'])}")
         cls = SECTIONS[section_name]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if section_data is None:
@@ -177,7 +184,7 @@ def _check_camera(camera: CameraConfig, problem: _Problem) -> None:
 def _check_mqtt(mqtt: MqttConfig, problem: _Problem) -> None:
     if mqtt.host is None:
         return
-    for key in ("topic_prefix", "node_id"):
+    for key in ("topic_prefix", "node_id", "discovery_prefix"):
         value = getattr(mqtt, key)
         if value is not None and (set(value) & set("+#\0") or value.startswith("/")
                                   or value.endswith("/") or "//" in value):

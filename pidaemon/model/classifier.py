@@ -59,12 +59,16 @@ class Classifier:
 
     def top_k(self, batch: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
         """Class indices and softmax scores of the `k` best classes for a 1-image batch."""
+        return self.top_k_batch(batch, k)[0]
+
+    def top_k_batch(self, batch: torch.Tensor, k: int) -> list[tuple[list[int], list[float]]]:
+        """The `k` best classes of each image of an Nx3xHxW batch, in one call of the model."""
         import torch
 
         with torch.inference_mode():
             logits = self.module(batch)
-            scores, indices = logits.float().softmax(-1)[0].topk(min(k, len(self.labels)))
-        return indices.tolist(), scores.tolist()
+            scores, indices = logits.float().softmax(-1).topk(min(k, len(self.labels)), dim=-1)
+        return list(zip(indices.tolist(), scores.tolist(), strict=True))
 
     def warm_up(self) -> int:
         """Run the model a few times (TorchScript optimises on first calls); returns outputs."""

@@ -57,3 +57,21 @@ class Normalizer:
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         return self._from_numpy(cv2.dnn.blobFromImageWithParams(rgb, self._params))
+
+    def many(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Several 224x224 RGB images as one Nx3xHxW batch."""
+        return self._from_numpy(cv2.dnn.blobFromImagesWithParams(images, self._params))
+
+
+def crop_box(bgr: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """A region (fractions x1, y1, x2, y2 of the frame) resized to 224x224 RGB, all of it.
+
+    The whole box is kept, stretched if it is not square, so nothing the user framed is cut.
+    """
+    height, width = bgr.shape[:2]
+    x1, y1, x2, y2 = box
+    left, right = int(x1 * width), max(int(x1 * width) + 1, round(x2 * width))
+    top, bottom = int(y1 * height), max(int(y1 * height) + 1, round(y2 * height))
+    part = bgr[top:min(bottom, height), left:min(right, width)]
+    part = cv2.resize(part, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(part, cv2.COLOR_BGR2RGB)

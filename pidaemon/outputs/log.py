@@ -7,6 +7,7 @@ from pidaemon.eventlog import emit
 from pidaemon.pipeline.frames import Result
 from pidaemon.pipeline.sink import Sink
 from pidaemon.pipeline.snapshot import Snapshot
+from pidaemon.pipeline.state import StateChange
 
 
 class LogSink(Sink):
@@ -19,16 +20,31 @@ class LogSink(Sink):
     def on_result(self, result: Result, labels: list[str]) -> None:
         if not self.output.every_frame:
             return
-        kept = [(c, s) for c, s in zip(result.classes, result.scores, strict=True)
+        if not result.regions:
+            self._prediction(result, result.classes, result.scores, labels)
+        for region in result.regions:  # one line per region, named
+            self._prediction(result, region.classes, region.scores, region.labels, region.name)
+
+    def _prediction(self, result: Result, classes: list[int], scores: list[float],
+                    labels: list[str], region: str | None = None) -> None:
+        kept = [(c, s) for c, s in zip(classes, scores, strict=True)
                 if s >= self.output.min_score]
         if not kept:
             return
         latency = result.latency_ms
         text = " | ".join(f"{labels[c]} ({c}) {s:.3f}" for c, s in kept)
-        emit("prediction", f"prediction seq={result.seq} latency_ms={latency:.1f}: {text}",
-             seq=result.seq, classes=[c for c, _ in kept], labels=[labels[c] for c, _ in kept],
+        where = {} if region is None else {"region": region}
+        emit("prediction", f"prediction seq={result.seq}{' ' + region if region else ''} "
+             f"latency_ms={latency:.1f}: {text}",
+             seq=result.seq, **where, classes=[c for c, _ in kept],
+             labels=[labels[c] for c, _ in kept],
              scores=[round(s, 4) for _, s in kept], latency_ms=round(latency, 2),
              label=labels[kept[0][0]], score=round(kept[0][1], 4))
+
+    def on_state(self, change: StateChange) -> None:
+        emit("state", f"state: {change.region} is {change.state} (was {change.previous}, score "
+             f"{change.score:.3f})", region=change.region, state=change.state,
+             previous=change.previous, score=change.score)
 
     def on_stats(self, snapshot: Snapshot) -> None:
         stats = snapshot.stats

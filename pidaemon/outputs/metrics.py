@@ -44,6 +44,8 @@ from pidaemon.web.server import HttpServer
 if TYPE_CHECKING:
     from pidaemon.config import Config
     from pidaemon.pipeline.frames import Result
+    from pidaemon.pipeline.snapshot import RegionInfo
+    from pidaemon.pipeline.state import StateChange
 
 # From a fast x86 box (a few ms) to a Pi Zero 2 (a few hundred ms).
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
@@ -83,6 +85,28 @@ class _Collector:
         yield GaugeMetricFamily("pi_infer_healthy", "1 while every pipeline thread makes "
                                 "progress (what /healthz and the watchdog report).",
                                 value=1.0 if sink.view.healthy() else 0.0)
+        yield from self._regions()
+
+    def _regions(self) -> Iterator[Metric]:
+        states = dict(self.sink.states)
+        if not states:
+            return
+        state = GaugeMetricFamily("pi_infer_region_state", "1 for each region's current "
+                                  "steady state (one series per region).",
+                                  labels=["region", "state"])
+        score = GaugeMetricFamily("pi_infer_region_state_score", "The top-1 score of the "
+                                  "result that made the current state.", labels=["region"])
+        since = GaugeMetricFamily("pi_infer_region_state_since_timestamp_seconds", "Unix time "
+                                  "of the region's last state change; 0 before the first.",
+                                  labels=["region"])
+        changes = CounterMetricFamily("pi_infer_region_state_changes", "State changes of the "
+                                      "region since start.", labels=["region"])
+        for name, (change, count) in states.items():
+            state.add_metric([name, change.state if change else "unknown"], 1.0)
+            score.add_metric([name], change.score if change else 0.0)
+            since.add_metric([name], change.since if change else 0.0)
+            changes.add_metric([name], count)
+        yield from (state, score, since, changes)
 
 
 class MetricsSink(Sink):
@@ -92,6 +116,8 @@ class MetricsSink(Sink):
         self.engine = config.inference.engine  # until the model is loaded
         self.view = view
         self.last_prediction = 0.0
+        # region -> its latest change (None before the first) and the number of changes
+        self.states: dict[str, tuple[StateChange | None, int]] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -133,3 +159,12 @@ class MetricsSink(Sink):
         self.inference_latency.observe(result.inference_ms / 1000)
         self.result_latency.observe(result.latency_ms / 1000)
         self.last_prediction = time.time()
+
+    def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
+        self.states = {r.name: self.states.get(r.name, (None, 0)) for r in regions}
+
+    def on_state(self, change: StateChange) -> None:
+        if change.region not in self.states:  # removed by a reload meanwhile
+            return
+        count = self.states[change.region][1]
+        self.states = {**self.states, change.region: (change, count + 1)}

@@ -5,12 +5,16 @@ Topics, under `<mqtt.topic_prefix>/<node>/` (node: mqtt.node_id, else the host n
                 from the broker as the last will when the daemon dies or its link does
   status        JSON stats each output.interval, retained unless mqtt.retain_status is false
   prediction    JSON top-k when the top-1 class changes (every frame with mqtt.every_frame)
+  <region>/state       a region's steady state, the plain label (retained)
+  <region>/attributes  JSON: the scores that made it and since when (retained)
+With mqtt.discovery, Home Assistant's discovery config too (outputs.homeassistant).
 
 A broker that is down, slow or gone must never hold up the pipeline. The results thread only
 appends to a bounded buffer; a publisher thread hands messages to paho, whose own network thread
 (loop_start) connects, reconnects with capped exponential backoff and writes. While the broker is
 unreachable, predictions wait in the buffer (the oldest dropped and counted once it is full) and
-only the newest status waits, since a status replaces the one before it.
+only the newest status waits, since a status replaces the one before it; likewise only the
+newest message of each retained topic (states, discovery), which is sent again on reconnect.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ import paho.mqtt.client as mqtt
 from pidaemon.config.credentials import CredentialError, read_secret
 from pidaemon.errors import ConfigError, first_line
 from pidaemon.eventlog import emit
+from pidaemon.outputs.homeassistant import config_topic, device_config
 from pidaemon.pipeline.sink import Sink
 
 if TYPE_CHECKING:
     from pidaemon.config import MqttConfig
     from pidaemon.pipeline.frames import Result
-    from pidaemon.pipeline.snapshot import Snapshot
+    from pidaemon.pipeline.snapshot import RegionInfo, Snapshot
+    from pidaemon.pipeline.state import StateChange
 
 RECONNECT_MIN = 1  # seconds; paho doubles the wait after each failed attempt
 RECONNECT_MAX = 30
@@ -47,6 +53,7 @@ class _Message:
     topic: str
     payload: str
     retain: bool
+    qos: int | None = None  # None: mqtt.qos
 
 
 def read_password(name: str) -> str:
@@ -69,6 +76,11 @@ class MqttSink(Sink):
         self._reported_dropped = 0
         self._predictions: deque[_Message] = deque()
         self._status: _Message | None = None
+        self._pending: dict[str, _Message] = {}  # retained topics: only the newest is sent
+        self._current: dict[str, _Message] = {}  # region states, sent again on reconnect
+        self._regions: tuple[RegionInfo, ...] = ()
+        self._removed: set[str] = set()  # regions to remove from Home Assistant
+        self._discovery_topic = config_topic(config.discovery_prefix, self.node)
         self._wake = threading.Condition()
         self._stopping = False
         self._started = False
@@ -99,6 +111,7 @@ class MqttSink(Sink):
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         return client
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -151,6 +164,46 @@ class MqttSink(Sink):
             self._predictions.append(message)
             self._wake.notify()
 
+    def on_state(self, change: StateChange) -> None:
+        attributes = {"score": change.score, "scores": change.scores,
+                      "previous": change.previous, "since": _iso(change.since)}
+        with self._wake:
+            for message in (
+                    _Message(f"{self.base}/{change.region}/state", change.state, retain=True),
+                    _Message(f"{self.base}/{change.region}/attributes", json.dumps(attributes),
+                             retain=True)):
+                self._current[message.topic] = self._pending[message.topic] = message
+            self._wake.notify()
+
+    def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
+        """A region that is gone loses its retained state and its Home Assistant entity."""
+        names = {r.name for r in regions}
+        with self._wake:
+            gone = {r.name for r in self._regions} - names
+            self._regions = regions
+            self._removed = (self._removed | gone) - names
+            self._clear_states(gone)
+            self._queue_discovery()
+
+    def _clear_states(self, regions: set[str]) -> None:
+        for name in regions:
+            for leaf in ("state", "attributes"):
+                topic = f"{self.base}/{name}/{leaf}"
+                self._current.pop(topic, None)
+                self._pending[topic] = _Message(topic, "", retain=True)
+
+    def _queue_discovery(self) -> None:
+        """Under the lock: the device config, or its removal once no region is left."""
+        if not self.config.discovery or not (self._regions or self._removed):
+            return
+        payload = (json.dumps(device_config(self.node, self.base, self._regions,
+                                            self._removed, self.config.qos))
+                   if self._regions else "")
+        topic = self._discovery_topic
+        self._pending.pop(topic, None)  # re-inserted last: after the states it announces
+        self._pending[topic] = _Message(topic, payload, retain=True, qos=1)
+        self._wake.notify()
+
     def on_stats(self, snapshot: Snapshot) -> None:
         with self._wake:
             dropped = self.dropped
@@ -172,8 +225,13 @@ class MqttSink(Sink):
         """The next message to send once connected; None when stopping with nothing sendable."""
         with self._wake:
             while True:
-                pending = bool(self._predictions) or self._status is not None
-                if pending and self._client.is_connected():
+                pending = (bool(self._predictions) or bool(self._pending)
+                           or self._status is not None)
+                # "up" once on_connect has subscribed: a retained config of an earlier run
+                # then arrives before this run's replaces it.
+                if pending and self._link == "up" and self._client.is_connected():
+                    if self._pending:
+                        return self._pending.pop(next(iter(self._pending)))
                     if self._predictions:
                         return self._predictions.popleft()
                     status, self._status = self._status, None
@@ -184,12 +242,13 @@ class MqttSink(Sink):
 
     def _publish_loop(self) -> None:
         while (message := self._next()) is not None:
-            info = self._client.publish(message.topic, message.payload, qos=self.config.qos,
+            qos = self.config.qos if message.qos is None else message.qos
+            info = self._client.publish(message.topic, message.payload, qos=qos,
                                         retain=message.retain)
             # QoS 0 is lost unless sent now; QoS 1/2 wait in paho's queue unless it is full.
             lost = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE or (
                 self.config.qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS)
-            if lost and not message.topic.endswith("/status"):
+            if lost and message.topic.endswith("/prediction"):
                 with self._wake:
                     self.dropped += 1
 
@@ -205,7 +264,14 @@ class MqttSink(Sink):
                 self._went_down("refused")
             return
         client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
+        if self.config.discovery:
+            # Home Assistant's birth message, and the config a previous run left retained.
+            client.subscribe([(f"{self.config.discovery_prefix}/status", 1),
+                              (self._discovery_topic, 1)])
         with self._wake:
+            for topic, message in self._current.items():
+                self._pending.setdefault(topic, message)
+            self._queue_discovery()
             lost = self.dropped - self._dropped_when_down
         after = ("" if self._down_since is None else
                  f" after {time.monotonic() - self._down_since:.1f} s of retrying ({lost} "
@@ -222,6 +288,29 @@ class MqttSink(Sink):
         self._down_since = None
         with self._wake:
             self._wake.notify_all()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        if message.topic == f"{self.config.discovery_prefix}/status":
+            if message.payload == b"online":
+                with self._wake:
+                    self._queue_discovery()
+            return
+        if message.topic != self._discovery_topic or not message.retain:
+            return
+        # Retained from an earlier run: remove the regions it has that this run does not.
+        try:
+            components = json.loads(message.payload or b"{}").get("components", {})
+        except (ValueError, AttributeError):
+            return
+        with self._wake:
+            current = {r.name for r in self._regions}
+            stale = {name for name, entry in components.items()
+                     if isinstance(entry, dict) and len(entry) > 1 and name not in current}
+            if stale - self._removed:
+                self._removed |= stale
+                self._clear_states(stale)
+                self._queue_discovery()
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         if self._link in ("connecting", "up"):
@@ -245,3 +334,7 @@ class MqttSink(Sink):
             self._down_since = time.monotonic()
             with self._wake:
                 self._dropped_when_down = self.dropped
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"

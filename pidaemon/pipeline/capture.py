@@ -13,8 +13,9 @@ import time
 import numpy as np
 
 from pidaemon.config import CameraConfig
+from pidaemon.config.regions import Region
 from pidaemon.eventlog import emit
-from pidaemon.model.preprocess import Normalizer, crop_and_resize, is_valid_frame
+from pidaemon.model.preprocess import Normalizer, crop_and_resize, crop_box, is_valid_frame
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
 from pidaemon.pipeline.frames import Frame
 from pidaemon.pipeline.worker import Worker
@@ -26,11 +27,12 @@ MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay respon
 
 
 class CaptureWorker(Worker):
-    """Reads frames, crops them to the model input and puts them on the queue."""
+    """Reads frames, crops them (whole or each region) to the model input, queues them."""
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
-                 first_seq: int = 1) -> None:
+                 first_seq: int = 1, regions: tuple[Region, ...] = ()) -> None:
         super().__init__("capture")
+        self.regions = regions  # replaced whole by a reload, read once per frame
         self.source = source
         self.config = config
         self.frames = frames
@@ -136,9 +138,16 @@ class CaptureWorker(Worker):
         self._seq += 1
         self.captured += 1
         try:
-            self.frames.put(Frame(self._seq, now, self._normalize(crop_and_resize(image))))
+            self.frames.put(self._prepare(image, now))
         except QueueClosed:
             self.stop_event.set()
+
+    def _prepare(self, image: np.ndarray, now: float) -> Frame:
+        regions = self.regions
+        if not regions:
+            return Frame(self._seq, now, self._normalize(crop_and_resize(image)))
+        crops = [crop_box(image, region.box) for region in regions]
+        return Frame(self._seq, now, self._normalize.many(crops), regions)
 
     def _read_failed(self, now: float) -> None:
         if not self.source.live:

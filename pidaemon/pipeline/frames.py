@@ -8,12 +8,31 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from pidaemon.config.regions import Region
+
 
 @dataclass
 class Frame:
     seq: int
     captured_at: float  # time.monotonic() just after the frame arrived
-    batch: torch.Tensor  # 1x3x224x224 normalised RGB: the inference thread only runs the model
+    # Nx3x224x224 normalised RGB, one row per region (1 row, the whole frame, without regions):
+    # the inference thread only runs the model.
+    batch: torch.Tensor
+    regions: tuple[Region, ...] = ()  # the regions of the rows, as configured at capture
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    """One region's top-k, with the labels of the model that classified it."""
+
+    name: str
+    classes: list[int]
+    scores: list[float]
+    labels: list[str]
+
+    @property
+    def label(self) -> str:
+        return self.labels[self.classes[0]]
 
 
 @dataclass
@@ -22,8 +41,9 @@ class Result:
     captured_at: float
     finished_at: float
     inference_ms: float
-    classes: list[int]
+    classes: list[int]  # with regions: the first region's
     scores: list[float]
+    regions: tuple[RegionResult, ...] = ()
 
     @property
     def latency_ms(self) -> float:

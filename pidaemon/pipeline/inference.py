@@ -1,4 +1,6 @@
-"""The inference thread: freshest frame in, top-k classes out.
+"""The inference thread: freshest frame in, top-k classes out (for each region of it).
+
+The regions of a frame that share a model go through it in one batched call.
 
 Torch's intra-op thread count is set here, in the thread that runs the model, because the
 OpenMP setting is per calling thread. One failing frame is logged with its sequence number and
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import Classifier
+from pidaemon.model.regions import Models
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
-from pidaemon.pipeline.frames import Frame, Result
+from pidaemon.pipeline.frames import Frame, RegionResult, Result
 from pidaemon.pipeline.worker import Worker
 
 
@@ -34,6 +37,7 @@ class InferenceWorker(Worker):
                  results: DropOldestQueue[Result], settings: LiveSettings) -> None:
         super().__init__("inference")
         self.classifier = classifier
+        self.models: Models = {None: classifier}  # replaced whole when models are reloaded
         self.frames = frames
         self.results = results
         self.settings = settings
@@ -73,7 +77,12 @@ class InferenceWorker(Worker):
     def _infer(self, frame: Frame) -> None:
         started = time.monotonic()
         try:
-            classes, scores = self.classifier.top_k(frame.batch, self.settings.top_k)
+            if frame.regions:
+                regions = self._classify_regions(frame)
+                classes, scores = (regions[0].classes, regions[0].scores) if regions else ([], [])
+            else:
+                regions = ()
+                classes, scores = self.classifier.top_k(frame.batch, self.settings.top_k)
         except Exception as exc:
             self.failed_frames += 1
             self._consecutive_failures += 1
@@ -89,8 +98,26 @@ class InferenceWorker(Worker):
         self._consecutive_failures = 0
         self.processed += 1
         result = Result(frame.seq, frame.captured_at, finished, (finished - started) * 1000,
-                        classes, scores)
+                        classes, scores, regions)
         try:
             self.results.put(result)
         except QueueClosed:
             self.stop_event.set()
+
+    def _classify_regions(self, frame: Frame) -> tuple[RegionResult, ...]:
+        """One batched call per model; a region whose model a reload removed is skipped."""
+        models = self.models
+        rows: dict[int, RegionResult] = {}
+        groups: dict[object, list[int]] = {}
+        for row, region in enumerate(frame.regions):
+            groups.setdefault(region.model, []).append(row)
+        for key, indices in groups.items():
+            classifier = models.get(key)  # type: ignore[call-overload]
+            if classifier is None:
+                continue
+            batch = frame.batch if len(indices) == len(frame.regions) else frame.batch[indices]
+            for row, (classes, scores) in zip(
+                    indices, classifier.top_k_batch(batch, self.settings.top_k), strict=True):
+                rows[row] = RegionResult(frame.regions[row].name, classes, scores,
+                                         classifier.labels)
+        return tuple(rows[row] for row in sorted(rows))

@@ -12,17 +12,27 @@ import logging
 import time
 
 from pidaemon.config import CameraConfig, Config
+from pidaemon.config.regions import Region
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import Classifier
+from pidaemon.model.regions import Models
 from pidaemon.pipeline.capture import CaptureWorker
 from pidaemon.pipeline.framequeue import DropOldestQueue
 from pidaemon.pipeline.frames import Frame, Result
 from pidaemon.pipeline.inference import InferenceWorker, LiveSettings
 from pidaemon.pipeline.results import ResultsWorker
 from pidaemon.pipeline.sink import Sink
-from pidaemon.pipeline.snapshot import Counters, ModelInfo, Snapshot, SourceStatus, Stats
+from pidaemon.pipeline.snapshot import (
+    Counters,
+    ModelInfo,
+    RegionInfo,
+    Snapshot,
+    SourceStatus,
+    Stats,
+)
+from pidaemon.pipeline.state import SteadyState
 from pidaemon.pipeline.worker import Worker
 from pidaemon.sources import CameraState, FrameSource
 
@@ -32,16 +42,20 @@ JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 
 class Pipeline:
     def __init__(self, classifier: Classifier, config: Config, source: FrameSource,
-                 sinks: list[Sink]) -> None:
+                 sinks: list[Sink], models: Models | None = None) -> None:
         self.classifier = classifier
+        self.models: Models = models or {None: classifier}  # the classifiers regions use
+        self.regions: tuple[Region, ...] = config.regions
+        self.states = {r.name: SteadyState(r.name, r.state) for r in self.regions}
         self.sinks = sinks
         self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
         self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
-        self.capture = CaptureWorker(source, config.camera, self.frames)
+        self.capture = CaptureWorker(source, config.camera, self.frames, regions=self.regions)
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
+        self.inference.models = self.models
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
         self._retired = Counters()  # capture totals of cameras since replaced
         self._stats: Stats | None = None
@@ -53,6 +67,7 @@ class Pipeline:
     # -- start and stop -----------------------------------------------------------------------
     def start(self) -> None:
         """Consumers first, so the first frame finds its way through."""
+        self._announce_regions()
         for worker in (self.results_worker, self.inference, self.capture):
             worker.start()
 
@@ -89,12 +104,17 @@ class Pipeline:
         old.stop()
         old.join(JOIN_TIMEOUT)
         self._retired = self._retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
-        self.capture = CaptureWorker(source, config, self.frames, old.next_seq)
+        self.capture = CaptureWorker(source, config, self.frames, old.next_seq, self.regions)
         self.capture.start()
 
     def swap_model(self, classifier: Classifier) -> None:
         """The next frame runs on `classifier`; the frame in flight finishes on the old one."""
-        self.classifier = self.inference.classifier = classifier
+        self.swap_models({None: classifier})
+
+    def swap_models(self, models: Models) -> None:
+        """The main model (key None) and the region models, replaced together."""
+        self.classifier = self.inference.classifier = models[None]
+        self.models = self.inference.models = models
 
     def apply_live(self, config: Config) -> None:
         """Keys a reload applies without restarting anything."""
@@ -105,6 +125,27 @@ class Pipeline:
         self.frames.resize(config.queue.size)
         for sink in self.sinks:
             sink.reconfigure(config)
+        self.set_regions(config.regions)
+
+    def set_regions(self, regions: tuple[Region, ...]) -> None:
+        """New boxes apply from the next frame; a kept region keeps its state."""
+        states = {}
+        for region in regions:
+            states[region.name] = self.states.get(region.name) or SteadyState(region.name,
+                                                                              region.state)
+            states[region.name].config = region.state
+        self.states = states
+        self.regions = self.capture.regions = regions
+        self._announce_regions()
+
+    def region_infos(self) -> tuple[RegionInfo, ...]:
+        return tuple(RegionInfo(r.name, r.box, self.models[r.model].labels)
+                     for r in self.regions if r.model in self.models)
+
+    def _announce_regions(self) -> None:
+        infos = self.region_infos()
+        for sink in self.sinks:
+            sink.on_regions(infos)
 
     # -- state --------------------------------------------------------------------------------
     def counters(self) -> Counters:
@@ -144,14 +185,23 @@ class Pipeline:
 
     # -- the results thread's listener --------------------------------------------------------
     def on_result(self, result: Result) -> None:
-        labels = self.classifier.labels
+        labels = result.regions[0].labels if result.regions else self.classifier.labels
         for sink in self.sinks:
             sink.on_result(result, labels)
+        states = self.states
+        for region in result.regions:
+            tracker = states.get(region.name)
+            change = tracker.update(region, result.captured_at) if tracker else None
+            if change is not None:
+                for sink in self.sinks:
+                    sink.on_state(change)
 
     def on_window(self, fps: float, latency_p50_ms: float | None,
                   latency_p95_ms: float | None, last: Result | None) -> None:
         label = score = None
-        if last is not None and last.scores:
+        if last is not None and last.regions:
+            label, score = last.regions[0].label, last.regions[0].scores[0]
+        elif last is not None and last.scores:
             label, score = self.classifier.labels[last.classes[0]], last.scores[0]
         self._stats = Stats(fps, latency_p50_ms, latency_p95_ms, self.counters(), label, score)
         snapshot = self.snapshot()

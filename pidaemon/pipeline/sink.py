@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pidaemon.config import Config
     from pidaemon.pipeline.frames import Result
-    from pidaemon.pipeline.snapshot import Snapshot
+    from pidaemon.pipeline.snapshot import RegionInfo, Snapshot
+    from pidaemon.pipeline.state import StateChange
 
 
 class StateView(Protocol):
@@ -38,6 +39,12 @@ class Sink:
 
     def on_stats(self, snapshot: Snapshot) -> None:
         """Once per output.interval: the pipeline's state, with the window's stats."""
+
+    def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
+        """The configured regions, at start and after a reload (none: the whole frame)."""
+
+    def on_state(self, change: StateChange) -> None:
+        """A region's steady state changed."""
 
     def reconfigure(self, config: Config) -> None:
         """A reload's new configuration (keys declared `applied live` only)."""

@@ -71,6 +71,15 @@ class SourceStatus:
 
 
 @dataclass(frozen=True)
+class RegionInfo:
+    """A configured region as outputs announce it (Home Assistant's enum options: labels)."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     description: str
     engine: str
