@@ -103,6 +103,7 @@ def test_sigterm_during_a_reloads_model_build_stops_within_2_s(tmp_path, cache_d
     assert not any("reloaded" in e["message"] for e in daemon.of("model")), "load too quick"
     assert any(e["message"] == "stopping: signal received (abandoning the reload in progress)"
                for e in daemon.events)
+    print(f"SIGTERM during a reload's model build: exit after {took:.2f} s")
     assert took < STOP_PROMISE, f"SIGTERM took {took:.2f} s"
 
 
@@ -221,6 +222,33 @@ def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_d
     assert status == 503 and body.startswith(f"waiting: waiting for camera {fifo}"), body
     took = stop(daemon)
     assert took < STOP_PROMISE, f"SIGTERM took {took:.2f} s"
+
+
+def test_a_fifo_that_gets_a_writer_streams_and_turns_healthy(tmp_path, cache_dir, photo_video,
+                                                             start_daemon):
+    fifo = tmp_path / "camera"
+    os.mkfifo(fifo)
+    path = write_config(tmp_path / "c.yaml", base_config(
+        cache_dir, camera={"device": str(fifo)},
+        metrics={"enabled": True, "listen": "127.0.0.1:0"}))
+    daemon = start_daemon("--config", str(path))
+    url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+    daemon.wait_for(is_ready)
+    assert get(f"{url}/healthz")[0] == 503
+
+    def write() -> None:  # a program that starts feeding the FIFO late, like a recorder
+        with fifo.open("wb") as sink, photo_video.open("rb") as video:
+            shutil.copyfileobj(video, sink)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    recovered = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] != "waiting")
+    assert recovered["state"] == "recovered", recovered
+    daemon.wait_for(lambda e: e["event"] == "stats" and e["processed"] > 0)
+    assert get(f"{url}/healthz") == (200, "ok\n")
+    assert daemon.finish(timeout=60) == 0  # the video in the FIFO ended: a clean stop
+    assert any(e["message"] == "stopping: the video file ended" for e in daemon.events)
+    writer.join(5)
 
 
 # -- MQTT peers that are not brokers ------------------------------------------------------------
