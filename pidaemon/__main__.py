@@ -1,5 +1,5 @@
 """`python -m pidaemon` is the same as the `pi-infer` command."""
 
-from pidaemon.cli import entry
+from pidaemon.launch import main
 
-entry()
+main()

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from pidaemon import __version__
+from pidaemon import __version__, earlysignals
 from pidaemon import config as config_module
 from pidaemon.errors import PiInferError
 from pidaemon.eventlog import configure, emit
@@ -147,6 +147,8 @@ TORCH_COMMANDS = {"run", "classify", "prepare", "bench"}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "run":  # the service acts on signals recorded before it; others do not
+        earlysignals.restore_defaults()
     try:
         if args.command in TORCH_COMMANDS:
             from pidaemon.model.torch_compat import ensure_torch_runs_here
@@ -167,8 +169,11 @@ def entry() -> None:
     our own threads nothing is left to release, and SIGTERM must end the process within 2 s.
     """
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed by the reader (`| head -1`); nothing to add
+            pass
     os._exit(code)
 
 

@@ -40,7 +40,12 @@ def journal_fields(event: str, fields: dict[str, Any]) -> dict[str, object]:
 
 
 class EventHandler(logging.Handler):
-    """Formats records as text or JSON lines; under systemd, also as native journal entries."""
+    """Formats records as text or JSON lines; under systemd, also as native journal entries.
+
+    A stream its reader closed (`pi-infer run | head -1`, or journald gone under systemd) is
+    said once on stderr and then left alone: the daemon keeps running and its journal entries
+    go on, rather than a "Logging error" traceback for every line.
+    """
 
     def __init__(self, fmt: str = "text", stream: TextIO | None = None,
                  journal: JournalSender | None = None) -> None:
@@ -49,6 +54,7 @@ class EventHandler(logging.Handler):
         self.stream = stream or sys.stdout
         self.prefix_priority = stream_is_journal(self.stream)
         self.journal = journal
+        self.stream_closed = False
 
     def render(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", "log")
@@ -71,13 +77,29 @@ class EventHandler(logging.Handler):
                 extra = journal_fields(event, getattr(record, "fields", {}))
                 if self.journal.send(line, priority, extra):
                     return
+            if self.stream_closed:
+                return
             prefix = priority_prefix(priority) if self.prefix_priority else ""
             text = "\n".join(prefix + part for part in line.split("\n"))
             with self.lock:
                 self.stream.write(text + "\n")
                 self.stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream object was closed
+            self._stream_gone(exc)
         except Exception:  # noqa: BLE001 - logging must never kill a worker
             self.handleError(record)
+
+    def _stream_gone(self, exc: Exception) -> None:
+        if self.stream_closed:
+            return
+        self.stream_closed = True
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        try:
+            sys.stderr.write(f"pi-infer: the log output is closed ({reason}); its lines are "
+                             f"dropped from now on, and pi-infer keeps running\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def configure(fmt: str = "text", stream: TextIO | None = None) -> EventHandler:

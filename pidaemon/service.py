@@ -1,9 +1,13 @@
 """The daemon's lifecycle: start the pipeline, watch it, reload it, stop it.
 
 Signal handlers only set flags and wake the main loop (during start-up, where the main thread is
-busy loading the model, SIGTERM interrupts it instead). The main loop pings the systemd watchdog
-only while every worker's heartbeat is fresh, so a hung thread gets the service restarted, and it
-turns a dead worker into a non-zero exit rather than a half-alive process.
+busy loading the model, SIGTERM interrupts it instead); signals recorded before the service
+existed (earlysignals) are acted on as if they came now. A reload prepares the new config and
+model in a thread of its own (reloader), so the main loop still answers SIGTERM, and nothing a
+reload raises ends the daemon: it is logged and the running configuration kept. The main loop
+pings the systemd watchdog only while every worker's heartbeat is fresh, so a hung thread gets
+the service restarted, and it turns a dead worker into a non-zero exit rather than a half-alive
+process.
 """
 
 from __future__ import annotations
@@ -15,16 +19,17 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pidaemon import config as config_module
-from pidaemon.config import Config, Key, Reload
+from pidaemon import earlysignals
+from pidaemon.config import Config, Reload
 from pidaemon.cpus import resolve_threads
-from pidaemon.errors import ConfigError, ModelError
+from pidaemon.errors import ModelError, PiInferError, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import load_classifier
 from pidaemon.model.regions import check_min_scores, load_models
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
+from pidaemon.reloader import Prepared, ReloadJob, describe_failure
 from pidaemon.sources import make_source
 from pidaemon.systemd import Notifier
 
@@ -54,6 +59,8 @@ class Service:
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
+        self._reload_job: ReloadJob | None = None
+        self._ignored: list[str] = []  # signals to log as ignored, by name
         self._starting = True
 
     # -- signals ------------------------------------------------------------------------------
@@ -67,19 +74,38 @@ class Service:
         self._reload = True
         self._wake.set()
 
+    def _on_other(self, signum: int, _frame: FrameType | None) -> None:
+        """SIGUSR1/2 mean nothing to pi-infer; by default they would end it without a word."""
+        self._ignored.append(signal.Signals(signum).name)
+        self._wake.set()
+
     def _install_signals(self) -> dict[int, object]:
-        previous = {}
-        for signum, handler in ((signal.SIGTERM, self._on_terminate),
-                                (signal.SIGINT, self._on_terminate),
-                                (signal.SIGHUP, self._on_reload)):
-            previous[signum] = signal.signal(signum, handler)
+        handlers = {signal.SIGTERM: self._on_terminate, signal.SIGINT: self._on_terminate,
+                    signal.SIGHUP: self._on_reload, signal.SIGUSR1: self._on_other,
+                    signal.SIGUSR2: self._on_other}
+        previous = {signum: signal.signal(signum, handler)
+                    for signum, handler in handlers.items()}
+        for signum in earlysignals.take():
+            if signum in earlysignals.STOPS:
+                self._stop = True
+            else:
+                handlers[signum](signum, None)
         return previous
+
+    def _log_ignored(self) -> None:
+        while self._ignored:
+            name = self._ignored.pop(0)
+            emit("lifecycle", f"{name} ignored: pi-infer reloads on SIGHUP and stops on SIGTERM",
+                 logging.WARNING, signal=name)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped; returns the exit status (errors are raised as PiInferError)."""
         previous = self._install_signals()
         try:
+            if self._stop:
+                emit("lifecycle", "stopping: signal received before start-up")
+                return 0
             try:
                 self._startup()
             except TerminateRequest as request:
@@ -102,11 +128,17 @@ class Service:
         emit("lifecycle", f"starting: model {cfg.model.name}, engine {cfg.inference.engine}, "
              f"{resolve_threads(cfg.inference.threads)[1]}, source {cfg.camera.device}")
         self.notifier.status("loading the model")
-        classifier = load_classifier(cfg.model, cfg.inference)
+        try:
+            classifier = load_classifier(cfg.model, cfg.inference)
+            models = load_models(cfg, classifier)
+        except PiInferError:
+            raise
+        except Exception as exc:  # one line and exit 78, not a traceback
+            raise ModelError(f"cannot load the model ({describe_failure(exc)}); check "
+                             f"model.weights, model.torchscript and model.labels") from exc
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        models = load_models(cfg, classifier)
         self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks, models)
         for sink in self.sinks:
             sink.start()
@@ -126,12 +158,16 @@ class Service:
         while True:
             self._wake.wait(TICK if watchdog is None else min(TICK, watchdog / 4))
             self._wake.clear()
+            self._log_ignored()
             if self._stop:
-                emit("lifecycle", "stopping: signal received")
+                abandoned = " (abandoning the reload in progress)" if self._reload_job else ""
+                emit("lifecycle", f"stopping: signal received{abandoned}")
                 return
-            if self._reload:
+            if self._reload and self._reload_job is None:
                 self._reload = False
-                self._apply_reload()
+                self._start_reload()
+            if self._reload_job is not None and not self._reload_job.is_alive():
+                self._finish_reload(self._reload_job)
             self.pipeline.raise_if_dead()
             now = time.monotonic()
             if self.pipeline.finished:
@@ -170,16 +206,27 @@ class Service:
         return "; ".join(down) or "running"
 
     # -- reload -------------------------------------------------------------------------------
-    def _apply_reload(self) -> None:
+    def _start_reload(self) -> None:
         self.notifier.reloading()
-        try:
-            new = config_module.load(self.config_path).with_source(self.source)
-            changed = config_module.changed_keys(self.config, new)
-            self._reconfigure(new, changed)
-        except (ConfigError, ModelError) as exc:
-            emit("reload", f"reload failed, keeping the running configuration: {exc}",
-                 logging.ERROR)
+        self._reload_job = ReloadJob(self.config, self.config_path, self.source, self._wake)
+        self._reload_job.start()
+
+    def _finish_reload(self, job: ReloadJob) -> None:
+        """Apply what the job prepared; any failure is logged and the running config kept."""
+        self._reload_job = None
+        error = job.error
+        if error is None and job.prepared is not None:
+            try:
+                self._reconfigure(job.prepared)
+            except Exception as exc:  # noqa: BLE001 - a reload never ends the daemon
+                error = exc
+        if error is not None or job.prepared is None:
+            error = error or RuntimeError("the reload ended without a result")
+            emit("reload", f"reload failed, keeping the running configuration: "
+                 f"{describe_failure(error)}", logging.ERROR,
+                 error=type(error).__name__, reason=first_line(error))
         else:
+            new, changed = job.prepared.config, job.prepared.changed
             self.config = new
             sections = list(dict.fromkeys(k.section for k in changed
                                           if k.on_reload is not Reload.RESTART))
@@ -187,17 +234,18 @@ class Service:
             emit("reload", f"reload: configuration applied ({what})", changed=",".join(sections))
         self.notifier.ready(self._status())
 
-    def _reconfigure(self, new: Config, changed: list[Key]) -> None:
+    def _reconfigure(self, prepared: Prepared) -> None:
         """Apply each changed key as its declaration says (config.schema.Reload)."""
         assert self.pipeline is not None
+        new, changed = prepared.config, prepared.changed
         scopes = {key.on_reload for key in changed}
         waiting = [key.path for key in changed if key.on_reload is Reload.RESTART]
         if waiting:
             emit("reload", f"reload: {', '.join(waiting)} take effect at the next restart",
                  logging.WARNING)
-        if Reload.MODEL in scopes:
-            classifier = load_classifier(new.model, new.inference)
-            self.pipeline.swap_models(load_models(new, classifier))
+        if prepared.classifier is not None and prepared.models is not None:
+            classifier = prepared.classifier
+            self.pipeline.swap_models(prepared.models)
             emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
         else:  # the region models are the ones loaded: check min_score labels against them
             for region in new.regions:

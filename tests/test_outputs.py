@@ -114,6 +114,9 @@ def test_metrics_sink_serves_the_snapshot_it_is_shown(log_lines):
         assert "pi_infer_frames_dropped_total 9.0" in body
         assert 'engine="qnnpack"' in body and 'classes="3"' in body
         assert "pi_infer_inference_latency_seconds_count 1.0" in body
+        assert fetch(f"{url}/healthz") == (
+            503, "waiting: camera /dev/video0 lost: no frame for 5 s; retrying\n")
+        view.current = snapshot(CameraState.STREAMING)
         assert fetch(f"{url}/healthz") == (200, "ok\n")
     finally:
         sink.stop()

@@ -178,7 +178,7 @@ class MqttConfig:
 class MetricsConfig:
     enabled: bool = setting(False, "Serve Prometheus metrics at http://<listen>/metrics and a "
                             "health check at /healthz (200 while every pipeline thread makes "
-                            "progress, else 503).", on_reload=RESTART)
+                            "progress and frames flow, else 503).", on_reload=RESTART)
     listen: str = setting("127.0.0.1:9108", "ADDRESS:PORT to serve on; port 0 picks a free one. "
                           "Loopback by default: there is no authentication. 0.0.0.0:9108 lets "
                           "a Prometheus server on the network scrape it.", on_reload=RESTART)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -71,10 +72,24 @@ class ModelCache:
     def path_for(self, key: CacheKey) -> Path:
         return self.directory / key.filename
 
+    @staticmethod
+    def present(path: Path) -> bool:
+        """Something is at `path`; an unreadable directory counts as nothing cached."""
+        try:
+            return path.exists()
+        except OSError:
+            return False
+
     def load(self, path: Path, key: CacheKey, *, any_torch: bool = False) -> CacheEntry:
         """Load and check an entry; raises CacheUnusable with the reason."""
         import torch
 
+        try:
+            regular = stat.S_ISREG(path.stat().st_mode)
+        except OSError as exc:
+            raise CacheUnusable(f"cannot be read ({exc.strerror or exc})") from None
+        if not regular:  # a directory, or a FIFO that would block the load forever
+            raise CacheUnusable("is not a regular file")
         extra = {META_NAME: ""}
         try:
             with warnings.catch_warnings():
@@ -99,8 +114,14 @@ class ModelCache:
     def other_torch_versions(self, key: CacheKey) -> list[Path]:
         """Entries for the same model built by other torch versions, newest file first."""
         pattern = f"{key.model}-{key.engine}-{key.weights}-torch*.pt"
-        found = [p for p in self.directory.glob(pattern) if p.name != key.filename]
-        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+        found = []
+        try:
+            for path in self.directory.glob(pattern):
+                if path.name != key.filename and path.is_file():
+                    found.append((path.stat().st_mtime, path))
+        except OSError:
+            pass  # an unreadable directory offers nothing
+        return [path for _, path in sorted(found, reverse=True)]
 
     def save(self, key: CacheKey, module: torch.jit.ScriptModule, labels: list[str]) -> Path:
         """Write an entry atomically; raises OSError if the directory is not writable."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
+import stat
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,7 +83,19 @@ class Classifier:
         return int(out.shape[-1])
 
 
+def refuse_special_file(path: str, what: str) -> None:
+    """A FIFO or device would block the read forever (nobody writes it): refuse it by name."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the read that follows says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelError(f"{what}: {path}: is not a regular file (a FIFO, socket or device); "
+                         f"give the path of a file")
+
+
 def read_labels(path: str) -> list[str]:
+    refuse_special_file(path, "model.labels")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -97,6 +111,7 @@ def read_labels(path: str) -> list[str]:
 
 
 def sha256_of(path: str, what: str) -> str:
+    refuse_special_file(path, what)
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -151,6 +166,7 @@ def _read_state_dict(path: str | None, weights_enum: Any) -> Mapping[str, Any]:
                              f"({first_line(exc)}); download that file on a connected machine "
                              f"and set model.weights: /path/to/{DEFAULT_WEIGHTS_FILE}, or copy it "
                              f"into {hub}/") from None
+    refuse_special_file(path, "model.weights")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -158,12 +174,28 @@ def _read_state_dict(path: str | None, weights_enum: Any) -> Mapping[str, Any]:
                          f"model.weights: null to download torchvision's weights") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
         raise ModelError(f"model.weights: {path}: not a readable state_dict, truncated or "
-                         f"corrupt ({first_line(exc)}); download it again or save it with "
+                         f"corrupt ({unpickling_reason(exc)}); download it again or save it with "
                          f"torch.save(model.state_dict(), path)") from None
     if not isinstance(state_dict, Mapping):
         raise ModelError(f"model.weights: {path}: holds a {type(state_dict).__name__}, not a "
                          f"state_dict; save it with torch.save(model.state_dict(), path)")
     return state_dict
+
+
+# torch's weights_only refusal opens with a paragraph of advice (load with weights_only=False,
+# which would run the file's code) and gives the real reason on the lines after it.
+WEIGHTS_ONLY_PREAMBLE = "Weights only load failed"
+UNPICKLER_MARKER = "WeightsUnpickler error:"
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """Why torch.load refused a file: the unpickler's own words, not the advice before them."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines or not lines[0].startswith(WEIGHTS_ONLY_PREAMBLE):
+        return first_line(exc)
+    reason = [line.split(UNPICKLER_MARKER, 1)[-1].strip() for line in lines[1:]
+              if not line.startswith("Check the documentation")]
+    return " ".join(part for part in reason if part) or first_line(exc)
 
 
 def _compile(model: Any) -> Any:
@@ -177,6 +209,7 @@ def _compile(model: Any) -> Any:
 def _load_torchscript(path: str) -> Any:
     import torch
 
+    refuse_special_file(path, "model.torchscript")
     try:
         return torch.jit.load(path, map_location="cpu").eval()
     except FileNotFoundError:
@@ -202,13 +235,13 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
     key = cache_key(model_cfg, engine)
     cache = ModelCache(Path(model_cfg.cache_dir) if model_cfg.cache_dir else default_cache_dir())
     path = cache.path_for(key)
-    if path.exists():
+    writable = True
+    if cache.present(path):
         try:
             entry = cache.load(path, key)
             return entry.module, entry.meta["labels"], f"compiled cache {path}"
         except CacheUnusable as exc:
-            log.warning("model cache %s %s; rebuilding it", path, exc)
-            path.unlink(missing_ok=True)
+            writable = _discard(path, str(exc))
     try:
         model, labels = _build_mobilenet_v2(model_cfg, engine)
     except ModelError:
@@ -223,6 +256,8 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
             return entry.module, entry.meta["labels"], f"compiled cache {other}"
         raise
     compiled = _compile(model)
+    if not writable:
+        return compiled, labels, f"built from {model_cfg.weights or DEFAULT_WEIGHTS}"
     try:
         saved = cache.save(key, compiled, labels)
         log.info("model cache written: %s", saved)
@@ -230,6 +265,19 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
         log.warning("cannot write the model cache in %s (%s); the next start will build the "
                     "model again", cache.directory, exc.strerror or exc)
     return compiled, labels, f"built from {model_cfg.weights or DEFAULT_WEIGHTS}"
+
+
+def _discard(path: Path, reason: str) -> bool:
+    """Remove an unusable entry so it is rebuilt; False if it must stay (it is then skipped)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("model cache %s %s and cannot be removed (%s); building the model in memory "
+                    "instead, on every start until it is removed or the cache directory is "
+                    "writable", path, reason, exc.strerror or exc)
+        return False
+    log.warning("model cache %s %s; rebuilding it", path, reason)
+    return True
 
 
 def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:

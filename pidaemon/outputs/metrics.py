@@ -1,10 +1,14 @@
 """Prometheus metrics and a health check over HTTP, for Prometheus/Grafana monitoring.
 
 `GET /metrics` serves a private registry (nothing else in the process leaks into it) in the text
-format; `GET /healthz` answers 200 while the service is healthy, the same liveness that keeps the
-systemd watchdog fed, else 503. The daemon's bounded HTTP server serves both on its own thread,
-so a slow, stuck or hostile client never touches the pipeline. It listens on loopback unless
-metrics.listen says otherwise: the endpoint has no authentication.
+format. `GET /healthz` answers 200 "ok" while frames flow: every thread makes progress (the
+liveness that keeps the systemd watchdog fed) and the camera is streaming. A camera that is
+missing, lost or still opening gives 503 "waiting: <why>", a stuck thread 503 "unhealthy". The
+watchdog itself only needs liveness: restarting the daemon would not plug a camera in.
+
+The daemon's bounded HTTP server serves both on its own thread, so a slow, stuck or hostile
+client never touches the pipeline. It listens on loopback unless metrics.listen says otherwise:
+the endpoint has no authentication.
 
 Counters, camera state and the model are read from the pipeline's snapshot at scrape time; the
 latency histograms are fed every frame.
@@ -57,6 +61,10 @@ COUNTERS = {"captured": "frames read from the camera or file",
             "failed_frames": "frames on which inference failed"}
 
 
+# Source states in which no frame flows yet or any more (ENDED: the daemon is stopping).
+NO_FRAMES = (CameraState.STARTING, CameraState.WAITING, CameraState.LOST)
+
+
 class _Collector:
     """The values read at scrape time rather than pushed each frame."""
 
@@ -83,7 +91,8 @@ class _Collector:
                                 "Unix time of the latest prediction; 0 before the first.",
                                 value=sink.last_prediction)
         yield GaugeMetricFamily("pi_infer_healthy", "1 while every pipeline thread makes "
-                                "progress (what /healthz and the watchdog report).",
+                                "progress (what the watchdog checks; /healthz also needs the "
+                                "camera streaming).",
                                 value=1.0 if sink.view.healthy() else 0.0)
         yield from self._regions()
 
@@ -152,8 +161,13 @@ class MetricsSink(Sink):
         return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
     def _healthz(self, request: Request) -> Response:
-        healthy = self.view.healthy()
-        return Response(200 if healthy else 503, b"ok\n" if healthy else b"unhealthy\n")
+        if not self.view.healthy():
+            return Response(503, b"unhealthy\n")
+        snapshot = self.view.snapshot()
+        waiting = [s.status for s in snapshot.sources if s.state in NO_FRAMES] if snapshot else []
+        if waiting:
+            return Response(503, f"waiting: {'; '.join(waiting)}\n".encode())
+        return Response(200, b"ok\n")
 
     def on_result(self, result: Result, labels: list[str]) -> None:
         self.inference_latency.observe(result.inference_ms / 1000)

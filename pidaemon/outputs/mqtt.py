@@ -15,6 +15,10 @@ appends to a bounded buffer; a publisher thread hands messages to paho, whose ow
 unreachable, predictions wait in the buffer (the oldest dropped and counted once it is full) and
 only the newest status waits, since a status replaces the one before it; likewise only the
 newest message of each retained topic (states, discovery), which is sent again on reconnect.
+
+An endpoint that accepts the TCP connection but never answers CONNECT (not an MQTT broker: an
+HTTP port, a wrong port forwarded somewhere) would otherwise go unnoticed while paho gives up
+after the keep-alive time and retries: it is named once, then retried like a broker that is down.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class MqttSink(Sink):
         self._ever_connected = False
         self._down_since: float | None = None
         self._dropped_when_down = 0
+        self._socket_opened_at: float | None = None  # a TCP link waiting for its CONNACK
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._publish_loop, name="mqtt", daemon=True)
 
@@ -112,6 +117,7 @@ class MqttSink(Sink):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
         return client
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -253,8 +259,12 @@ class MqttSink(Sink):
                     self.dropped += 1
 
     # -- paho callbacks (paho's network thread) -----------------------------------------------
+    def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+        self._socket_opened_at = time.monotonic()
+
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any,
                     reason: Any, _properties: Any) -> None:
+        self._socket_opened_at = None
         if reason.is_failure:
             if self._link != "refused":
                 emit("mqtt", f"mqtt: {self.broker} refused the connection: {reason} (check "
@@ -321,6 +331,15 @@ class MqttSink(Sink):
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason: Any, _properties: Any) -> None:
+        opened_at, self._socket_opened_at = self._socket_opened_at, None
+        if opened_at is not None and not self._stopping:
+            if self._link != "silent":
+                emit("mqtt", f"mqtt: {self.broker} accepted the connection but sent no CONNACK "
+                     f"within {time.monotonic() - opened_at:.0f} s; is it an MQTT broker? "
+                     f"Retrying with backoff {RECONNECT_MIN} s up to {RECONNECT_MAX} s",
+                     logging.WARNING, state="silent", broker=self.broker)
+                self._went_down("silent")
+            return
         if self._link == "up" and not self._stopping:
             emit("mqtt", f"mqtt: lost the connection to {self.broker} ({reason}); retrying with "
                  f"backoff {RECONNECT_MIN} s up to {RECONNECT_MAX} s, predictions wait in a "

@@ -3,11 +3,16 @@
 It never blocks on the queue and never spins: a camera paces it by blocking in `read()`, a video
 file is paced at the configured fps with timed waits. A missing or vanished camera is retried with
 capped exponential backoff and reported once per state change, not once per failed read.
+
+Opening runs in a helper thread (Opening): a FIFO nobody writes, or a hung device, blocks in
+open() for ever, and neither READY nor a stop may wait for it. An open still running after the
+source's `open_patience` is reported as waiting, and waited for; no second attempt starts beside it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -24,6 +29,39 @@ from pidaemon.sources import CameraState, FrameSource
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 MAX_WAIT = 0.5  # the longest the loop sleeps, so stop and heartbeat stay responsive
+
+
+class Opening(threading.Thread):
+    """One `source.open()` in a thread of its own; a stopped worker leaves it to clean up."""
+
+    def __init__(self, source: FrameSource) -> None:
+        super().__init__(name="capture-open", daemon=True)
+        self.source = source
+        self.started_at = time.monotonic()
+        self.error: OSError | None = None  # the reason the source gives
+        self.failure: BaseException | None = None  # anything else: a bug, raised in capture
+        self.reported = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._abandoned = False
+
+    def run(self) -> None:
+        try:
+            self.source.open()
+        except OSError as exc:
+            self.error = exc
+        except BaseException as exc:  # noqa: BLE001 - handed to the capture thread
+            self.failure = exc
+        with self._lock:
+            self._done = True
+            if self._abandoned:
+                self.source.release()
+
+    def abandon(self) -> bool:
+        """Leave a running open to release what it opens; False if it has already finished."""
+        with self._lock:
+            self._abandoned = not self._done
+            return self._abandoned
 
 
 class CaptureWorker(Worker):
@@ -49,6 +87,7 @@ class CaptureWorker(Worker):
         self._last_frame_at = 0.0
         self._next_due = 0.0
         self._interval = 1.0 / config.fps
+        self._opening: Opening | None = None
 
     @property
     def next_seq(self) -> int:
@@ -60,15 +99,25 @@ class CaptureWorker(Worker):
 
     # -- states -------------------------------------------------------------------------------
     def _try_open(self) -> None:
+        opening = self._opening
+        if opening is None:
+            now = time.monotonic()
+            if now < self._next_attempt:
+                self.stop_event.wait(min(self._next_attempt - now, MAX_WAIT))
+                return
+            self._opening = opening = Opening(self.source)
+            opening.start()
+        opening.join(MAX_WAIT)
+        if opening.is_alive():
+            self._still_opening(opening)
+            return
+        self._opening = None
+        if opening.failure is not None:
+            raise opening.failure
+        if opening.error is not None:
+            self._failed_to_open(str(opening.error))
+            return
         now = time.monotonic()
-        if now < self._next_attempt:
-            self.stop_event.wait(min(self._next_attempt - now, MAX_WAIT))
-            return
-        try:
-            self.source.open()
-        except OSError as exc:
-            self._failed_to_open(str(exc))
-            return
         device, grant = self.config.device, self.source.grant
         if self._lost_at is not None:
             emit("camera", f"camera: recovered {device} after {now - self._lost_at:.1f} s: "
@@ -84,6 +133,26 @@ class CaptureWorker(Worker):
         self._lost_at = None
         self._last_frame_at = time.monotonic()
         self._next_due = self._last_frame_at
+
+    def _still_opening(self, opening: Opening) -> None:
+        """An open that takes too long counts as waiting (READY goes on), reported once."""
+        elapsed = time.monotonic() - opening.started_at
+        if elapsed < self.source.open_patience:
+            return
+        device = self.config.device
+        reason = (f"opening it has not finished after {elapsed:.0f} s (a FIFO that nobody "
+                  f"writes, or a device that does not answer)")
+        self.status = f"waiting for camera {device}: {reason}"
+        if opening.reported:
+            return
+        opening.reported = True
+        if self.state is CameraState.STARTING:
+            self.state = CameraState.WAITING
+            self._lost_at = time.monotonic()
+        emit("camera", f"camera: waiting for {device}: opening it has not finished after "
+             f"{self.source.open_patience:g} s (a FIFO that nobody writes, or a device that does "
+             f"not answer); still waiting for it", logging.WARNING, state="waiting",
+             device=str(device), reason="open does not finish")
 
     def _failed_to_open(self, reason: str) -> None:
         device = self.config.device
@@ -182,7 +251,8 @@ class CaptureWorker(Worker):
             self.stop_event.wait(0.05)
 
     def teardown(self) -> None:
-        self.source.release()
+        if self._opening is None or not self._opening.abandon():
+            self.source.release()
 
 
 def _describe(image: object) -> str:

@@ -44,6 +44,8 @@ class FrameSource(ABC):
     live: bool = True
     #: Whether the config's width/height/fps are a request the source may adjust (cameras).
     negotiates: bool = False
+    #: Seconds an open() may take before the source is reported as waiting (it goes on).
+    open_patience: float = 3.0
 
     def __init__(self, device: str | int) -> None:
         self.device = device

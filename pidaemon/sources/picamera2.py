@@ -75,6 +75,7 @@ class Picamera2Source(FrameSource):
     """One CSI camera; `read()` returns BGR frames like cv2.VideoCapture.read()."""
 
     negotiates = True
+    open_patience = OPEN_TIMEOUT + 2.0  # open() waits up to OPEN_TIMEOUT for the first frame
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config.device)
