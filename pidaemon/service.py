@@ -24,6 +24,7 @@ from pidaemon.model.classifier import load_classifier
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.sources import make_source
 from pidaemon.systemd import Notifier
 
@@ -49,6 +50,7 @@ class Service:
         self.duration = duration
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
+        self.tap = FrameTap()  # the camera's newest image, for the live page
         self.sinks = [*build_sinks(config, self), StatusSink(self.notifier)]
         self._wake = threading.Event()
         self._stop = False
@@ -105,7 +107,8 @@ class Service:
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks)
+        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks,
+                                 self.tap)
         for sink in self.sinks:
             sink.start()
         self.pipeline.start()

@@ -17,6 +17,7 @@ from pidaemon.eventlog import emit
 from pidaemon.model.preprocess import Normalizer, crop_and_resize, is_valid_frame
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
 from pidaemon.pipeline.frames import Frame
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.pipeline.worker import Worker
 from pidaemon.sources import CameraState, FrameSource
 
@@ -29,8 +30,9 @@ class CaptureWorker(Worker):
     """Reads frames, crops them to the model input and puts them on the queue."""
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
-                 first_seq: int = 1) -> None:
+                 first_seq: int = 1, tap: FrameTap | None = None) -> None:
         super().__init__("capture")
+        self.tap = tap or FrameTap()
         self.source = source
         self.config = config
         self.frames = frames
@@ -135,6 +137,7 @@ class CaptureWorker(Worker):
         self._last_frame_at = now
         self._seq += 1
         self.captured += 1
+        self.tap.offer(self._seq, image)
         try:
             self.frames.put(Frame(self._seq, now, self._normalize(crop_and_resize(image))))
         except QueueClosed:

@@ -23,6 +23,7 @@ from pidaemon.pipeline.inference import InferenceWorker, LiveSettings
 from pidaemon.pipeline.results import ResultsWorker
 from pidaemon.pipeline.sink import Sink
 from pidaemon.pipeline.snapshot import Counters, ModelInfo, Snapshot, SourceStatus, Stats
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.pipeline.worker import Worker
 from pidaemon.sources import CameraState, FrameSource
 
@@ -32,15 +33,16 @@ JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 
 class Pipeline:
     def __init__(self, classifier: Classifier, config: Config, source: FrameSource,
-                 sinks: list[Sink]) -> None:
+                 sinks: list[Sink], tap: FrameTap | None = None) -> None:
         self.classifier = classifier
+        self.tap = tap or FrameTap()  # the camera's newest image, for a live view
         self.sinks = sinks
         self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
         self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
-        self.capture = CaptureWorker(source, config.camera, self.frames)
+        self.capture = CaptureWorker(source, config.camera, self.frames, tap=self.tap)
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
         self._retired = Counters()  # capture totals of cameras since replaced
@@ -89,7 +91,7 @@ class Pipeline:
         old.stop()
         old.join(JOIN_TIMEOUT)
         self._retired = self._retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
-        self.capture = CaptureWorker(source, config, self.frames, old.next_seq)
+        self.capture = CaptureWorker(source, config, self.frames, old.next_seq, self.tap)
         self.capture.start()
 
     def swap_model(self, classifier: Classifier) -> None:
