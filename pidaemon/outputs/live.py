@@ -86,6 +86,11 @@ class LiveSink(Sink):
         emit("web", f"web: serving the live page at {url}/ (at most {self.max_clients} viewers"
              f"{', password required' if self.credential else ''})", url=url, port=server.port)
 
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return self._server.port
+
     def stop(self) -> None:
         self.frames.stop()
         if self._server is not None:
