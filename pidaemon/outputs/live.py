@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 HISTORY_S = 300.0  # what the graphs show
 GRAPH_POINTS = 300  # at most, whatever output.interval is
+MIN_INTERVAL = 0.1  # output.interval's minimum
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -61,8 +62,9 @@ class LiveSink(Sink):
         self.started_at = time.monotonic()
         self._latest: tuple[Result, list[str]] | None = None
         self._fps = 0.0
+        # Room for HISTORY_S at the shortest output.interval, which a reload may set.
         self._history: deque[tuple[float, float, float | None, float | None]] = deque(
-            maxlen=int(HISTORY_S / config.output.interval) + 1)
+            maxlen=int(HISTORY_S / MIN_INTERVAL) + 1)
         self._log = Throttled()
         self._server: HttpServer | None = None
 
