@@ -130,7 +130,7 @@ def page_cost(job: Job, viewers: int | None) -> dict:
     pipeline.raise_if_dead()
     return {"page": "off" if viewers is None else "on", "viewers": viewers or 0,
             "cpu_cores": cpu / wall, "page_cores": page_cpu / wall, "fps": processed / wall,
-            "encoded_fps": encoded / wall}
+            "encoded_fps": encoded / wall, "cpu_ms_per_frame": cpu * 1000 / max(1, processed)}
 
 
 def page_costs(job: Job, progress: Callable[[str], None]) -> dict:
@@ -140,6 +140,7 @@ def page_costs(job: Job, progress: Callable[[str], None]) -> dict:
         progress(f"live page: {'off' if variant is None else f'on, {variant} viewers'}")
         runs[variant].append(isolated(page_cost, job, variant))
     off = statistics.mean(r["cpu_cores"] for r in runs[None])
+    off_ms = statistics.mean(r["cpu_ms_per_frame"] for r in runs[None])
     rows = []
     for results in runs.values():
         cpu = statistics.mean(r["cpu_cores"] for r in results)
@@ -148,18 +149,24 @@ def page_costs(job: Job, progress: Callable[[str], None]) -> dict:
                      "fps": round(statistics.mean(r["fps"] for r in results), 1),
                      "encoded_fps": round(statistics.mean(r["encoded_fps"] for r in results), 1),
                      "page_cores": round(statistics.mean(r["page_cores"] for r in results), 4),
-                     "cpu_vs_off": round(cpu / off, 3)})
+                     "cpu_ms_per_frame": round(statistics.mean(r["cpu_ms_per_frame"]
+                                                               for r in results), 2),
+                     "cpu_vs_off": round(cpu / off, 3),
+                     "ms_per_frame_vs_off": round(statistics.mean(
+                         r["cpu_ms_per_frame"] for r in results) / off_ms, 3)})
     return {"camera": f"{SIZE[0]}x{SIZE[1]} at {PI_FPS:g} fps", "max_fps": job.config.web.max_fps,
             "rows": rows}
 
 
 def render_page(page: dict) -> list[str]:
     lines = [f"live page (camera {page['camera']}, qnnpack 1 thread, web.max_fps "
-             f"{page['max_fps']:g}; cpu: the whole process, page: its encoder and HTTP threads, "
-             f"in cores)", f"  {'page':<6}{'viewers':>8}{'fps':>7}{'encoded/s':>10}"
-             f"{'cpu':>7}{'vs off':>8}{'page':>8}  cpu of each run"]
+             f"{page['max_fps']:g}; cpu: the whole process and page: its encoder and HTTP "
+             f"threads, in cores; ms/frame: process CPU per classified frame)",
+             f"  {'page':<6}{'viewers':>8}{'fps':>7}{'encoded/s':>10}{'cpu':>7}{'vs off':>8}"
+             f"{'page':>8}{'ms/frame':>10}{'vs off':>8}  cpu of each run"]
     for r in page["rows"]:
         lines.append(f"  {r['page']:<6}{r['viewers']:>8}{r['fps']:>7.1f}{r['encoded_fps']:>10.1f}"
-                     f"{r['cpu_cores']:>7.3f}{r['cpu_vs_off']:>8.3f}{r['page_cores']:>8.4f}  "
+                     f"{r['cpu_cores']:>7.3f}{r['cpu_vs_off']:>8.3f}{r['page_cores']:>8.4f}"
+                     f"{r['cpu_ms_per_frame']:>10.2f}{r['ms_per_frame_vs_off']:>8.3f}  "
                      f"{', '.join(f'{c:.3f}' for c in r['cpu_runs'])}")
     return lines
