@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
     bench.add_argument("--seconds", type=float, metavar="S",
                        help="measuring time per scenario (default 6, or 1.5 with --quick)")
+    bench.add_argument("--page", action="store_true", help="measure only what the live page "
+                       "costs (page off, on and idle, 1 and 3 viewers)")
     bench.add_argument("--shared", type=Path, metavar="DIR", help="test assets (models/, "
                        "images/); default $PI_INFER_SHARED, else shared/ beside the checkout")
     return parser

@@ -29,6 +29,7 @@ from pidaemon.model.regions import check_min_scores, load_models
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.reloader import Prepared, ReloadJob, describe_failure
 from pidaemon.sources import make_source
 from pidaemon.systemd import Notifier
@@ -55,6 +56,7 @@ class Service:
         self.duration = duration
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
+        self.tap = FrameTap()  # the camera's newest image, for the live page
         self.sinks = [*build_sinks(config, self), StatusSink(self.notifier)]
         self._wake = threading.Event()
         self._stop = False
@@ -139,7 +141,8 @@ class Service:
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks, models)
+        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks, models,
+                                 self.tap)
         for sink in self.sinks:
             sink.start()
         self.pipeline.start()

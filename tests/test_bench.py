@@ -59,6 +59,10 @@ def test_quick_bench_reports_every_measurement(tmp_path):
         assert run["age_p50_ms"] >= run["latency_p50_ms"]
         assert run["dropped"] <= run["frames"]
 
+    page = {(r["page"], r["viewers"]): r for r in report["page"]["rows"]}
+    assert set(page) == {("off", 0), ("on", 0), ("on", 1), ("on", 3)}
+    assert page["off", 0]["cpu_vs_off"] == 1.0
+
     startup = report["startup"]
     assert startup["cold"]["ready_s"] > 0 and startup["warm"]["ready_s"] > 0
     assert startup["cold"]["torchvision_loaded"], "the cold start builds the model"
@@ -77,3 +81,19 @@ def test_quick_bench_reports_every_measurement(tmp_path):
     for target in report["targets"]:
         assert target["passed"] in (True, False, None)
         assert target["passed"] is None or target["ratio"] is not None
+
+
+@pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="needs the shared photos")
+def test_the_page_bench_encodes_only_for_viewers(tmp_path):
+    out = tmp_path / "page.json"
+    result = pi_infer("bench", "--page", "--quick", "--seconds", "1", "--shared", str(SHARED),
+                      "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "live page" in result.stdout
+    rows = {(r["page"], r["viewers"]): r for r in json.loads(out.read_text())["page"]["rows"]}
+    assert rows["off", 0]["encoded_fps"] == rows["on", 0]["encoded_fps"] == 0
+    for viewers in (1, 3):
+        assert rows["on", viewers]["encoded_fps"] > 0
+        assert len(rows["on", viewers]["cpu_runs"]) == 2
+    for row in rows.values():
+        assert row["fps"] > 0 and row["cpu_cores"] > 0

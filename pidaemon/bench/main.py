@@ -32,6 +32,7 @@ from pidaemon.bench.common import (
     shared_dir,
 )
 from pidaemon.bench.model_only import model_only, versus_litert
+from pidaemon.bench.page import page_costs, render_page
 from pidaemon.bench.report import conditions, render
 from pidaemon.bench.scenarios import run_scenario, scenarios
 from pidaemon.bench.startup import startup
@@ -74,6 +75,7 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
         progress(f"{scenario.name}: {scenario.runner}")
         runs.append(isolated(run_scenario, job, scenario))
     report["scenarios"] = runs
+    report["page"] = page_costs(job, progress)
     return report
 
 
@@ -95,11 +97,23 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         cfg = bench_config(base, shared, work / "daemon-cache")
         job = Job(cfg, photos, seconds, tmp)
-        report = measure(job, cfg, litert_model, quick,
-                         lambda what: print(f"bench: {what}", file=sys.stderr, flush=True))
+        def progress(what: str) -> None:
+            print(f"bench: {what}", file=sys.stderr, flush=True)
+
+        if args.page:
+            report = {"page": page_costs(job, progress)}
+        else:
+            report = measure(job, cfg, litert_model, quick, progress)
     report["conditions"] = conditions(quick, seconds, load_before)
-    report["targets"] = [asdict(t) for t in evaluate(report)]
-    print(render(report))
+    if args.page:
+        c = report["conditions"]
+        print("\n".join([f"pi-infer bench --page: {c['machine']} ({c['cpu_model']}), "
+                         f"{c['cpus']} CPUs, {seconds:g} s per run, load average "
+                         f"{c['loadavg_before'][0]:.2f} -> {c['loadavg_after'][0]:.2f}",
+                         *render_page(report["page"])]))
+    else:
+        report["targets"] = [asdict(t) for t in evaluate(report)]
+        print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

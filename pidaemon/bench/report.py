@@ -10,6 +10,8 @@ from pathlib import Path
 
 import cv2
 
+from pidaemon.bench.page import render_page
+
 
 def conditions(quick: bool, seconds: float, load_before: tuple[float, ...]) -> dict:
     return {"machine": platform.machine(), "cpus": os.cpu_count(),
@@ -72,7 +74,10 @@ def render(report: dict) -> str:
               f"bare `import torch, cv2` {s['bare']['import_s']:.2f} s",
               f"peak RSS: warm daemon {s['warm']['peak_rss_mb']:.0f} MB, cold "
               f"{s['cold']['peak_rss_mb']:.0f} MB, bare import {s['bare']['peak_rss_mb']:.0f} MB",
-              "", "targets"]
+              ""]
+    if report.get("page"):
+        lines += [*render_page(report["page"]), ""]
+    lines.append("targets")
     for t in report["targets"]:
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[t["passed"]]
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"

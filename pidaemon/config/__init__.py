@@ -15,6 +15,7 @@ from pidaemon.config.schema import (
     OutputConfig,
     QueueConfig,
     Reload,
+    WebConfig,
     changed_keys,
     csi_index,
     keys,
@@ -24,5 +25,5 @@ from pidaemon.config.validate import parse_listen, validate
 
 __all__ = ["DEFAULT_CONFIG_PATH", "PICAMERA2_MISSING", "SECTIONS", "CameraConfig", "Config",
            "InferenceConfig", "Key", "MetricsConfig", "ModelConfig", "MqttConfig",
-           "OutputConfig", "QueueConfig", "Reload", "changed_keys", "csi_index", "keys", "load",
-           "module_available", "parse", "parse_listen", "to_yaml", "validate"]
+           "OutputConfig", "QueueConfig", "Reload", "WebConfig", "changed_keys", "csi_index",
+           "keys", "load", "module_available", "parse", "parse_listen", "to_yaml", "validate"]

@@ -185,6 +185,32 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = setting(False, "Serve a live page at http://<listen>/: the camera's frame "
+                            "with the top-k drawn on it, fps and latency graphs, camera state "
+                            "and counters; /stream.mjpg, /snapshot.jpg and /api/status (the "
+                            "MQTT status JSON) too. Frames are encoded only while someone "
+                            "watches.", on_reload=RESTART)
+    listen: str = setting("127.0.0.1:8080", "ADDRESS:PORT to serve on; port 0 picks a free one. "
+                          "An address beyond loopback (0.0.0.0:8080 for a phone on the same "
+                          "network) needs web.password_file. The same address as "
+                          "metrics.listen serves both from one server.", on_reload=RESTART)
+    max_fps: float = setting(5.0, "Most frames per second sent to each viewer; a slow viewer "
+                             "gets fewer, never a queue.", kind=(int, float), minimum=0.1,
+                             maximum=60, on_reload=RESTART)
+    max_clients: int = setting(3, "Viewers (open /stream.mjpg streams) at once; the next one "
+                               "gets 503.", minimum=1, maximum=64, on_reload=RESTART)
+    username: str = setting("pi-infer", "User name for the browser's login prompt (basic "
+                            "authentication) when web.password_file is set.", on_reload=RESTART)
+    password_file: str | None = setting(
+        None, "File holding the password (or a token sent as Authorization: Bearer); every page "
+        "then asks for it. Required beyond loopback. A bare name such as web-password is looked "
+        "up in $CREDENTIALS_DIRECTORY, for a unit drop-in with "
+        "LoadCredential=web-password:/etc/pi-infer/web-password.",
+        kind=str, nullable=True, on_reload=RESTART)
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -193,6 +219,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     regions: tuple[Region, ...] = ()  # none: the whole frame, as one prediction per frame
 
     def with_source(self, source: str | None) -> Config:
@@ -222,6 +249,7 @@ SECTIONS: dict[str, type] = {
     "output": OutputConfig,
     "mqtt": MqttConfig,
     "metrics": MetricsConfig,
+    "web": WebConfig,
 }
 
 # Optional features and the module each needs, with how to get it.

@@ -20,6 +20,7 @@ from pidaemon.config.schema import (
     CameraConfig,
     Config,
     MqttConfig,
+    WebConfig,
     csi_index,
     module_available,
 )
@@ -169,6 +170,7 @@ def _check_combinations(config: Config, problem: _Problem) -> None:
                                                  f"or [::1]:9108, got {config.metrics.listen!r}"
                           ) from None
         _check_module("metrics", ("metrics", "enabled"), problem)
+    _check_web(config.web, problem)
 
 
 def _check_camera(camera: CameraConfig, problem: _Problem) -> None:
@@ -202,6 +204,27 @@ def _check_mqtt(mqtt: MqttConfig, problem: _Problem) -> None:
     if mqtt.ca_file is not None and not mqtt.tls:
         raise problem(("mqtt", "ca_file"), "is only used with mqtt.tls: true")
     _check_module("mqtt", ("mqtt", "host"), problem)
+
+
+def _check_web(web: WebConfig, problem: _Problem) -> None:
+    """The page shows the camera: beyond loopback only behind a password."""
+    if not web.enabled:
+        return
+    try:
+        host, _ = parse_listen(web.listen)
+    except ValueError:
+        raise problem(("web", "listen"), f"must be ADDRESS:PORT such as 127.0.0.1:8080 or "
+                                         f"0.0.0.0:8080, got {web.listen!r}") from None
+    if web.password_file is None and not ipaddress.ip_address(host).is_loopback:
+        raise problem(("web", "password_file"), f"is required to listen on {web.listen}, beyond "
+                                                f"loopback: name a file holding a password")
+    if web.password_file is not None:
+        try:
+            read_secret(web.password_file)
+        except CredentialError as exc:
+            raise problem(("web", "password_file"), str(exc)) from None
+    if any(c in web.username for c in ":\r\n\0"):
+        raise problem(("web", "username"), "must not contain a colon or a line break")
 
 
 def _check_module(feature: str, path: tuple[str, ...], problem: _Problem) -> None:

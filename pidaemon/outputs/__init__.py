@@ -1,10 +1,12 @@
-"""Outputs: the log, MQTT and Prometheus metrics, each a Sink fed results and snapshots."""
+"""Outputs: the log, MQTT, Prometheus metrics and the live page, each a Sink fed results and
+snapshots."""
 
 from __future__ import annotations
 
 from pidaemon.config import Config
 from pidaemon.outputs.log import LogSink
 from pidaemon.pipeline.sink import Sink, StateView
+from pidaemon.web.pool import ServerPool
 
 
 def build_sinks(config: Config, view: StateView) -> list[Sink]:
@@ -13,6 +15,7 @@ def build_sinks(config: Config, view: StateView) -> list[Sink]:
     Each optional one is imported only when enabled, so its library stays an optional extra.
     """
     sinks: list[Sink] = [LogSink(config.output)]
+    servers = ServerPool()  # metrics and the page share a server when they share an address
     if config.mqtt.host is not None:
         from pidaemon.outputs.mqtt import MqttSink
 
@@ -20,5 +23,9 @@ def build_sinks(config: Config, view: StateView) -> list[Sink]:
     if config.metrics.enabled:
         from pidaemon.outputs.metrics import MetricsSink
 
-        sinks.append(MetricsSink(config, view))
+        sinks.append(MetricsSink(config, view, servers))
+    if config.web.enabled:
+        from pidaemon.outputs.live import LiveSink
+
+        sinks.append(LiveSink(config, view, servers))
     return sinks

@@ -37,12 +37,11 @@ from prometheus_client.core import (
 )
 
 from pidaemon import __version__
-from pidaemon.config import parse_listen
-from pidaemon.errors import ConfigError
 from pidaemon.eventlog import emit
 from pidaemon.pipeline.sink import Sink, StateView
 from pidaemon.sources import CameraState
 from pidaemon.web.http import Request, Response
+from pidaemon.web.pool import ServerPool
 from pidaemon.web.server import HttpServer
 
 if TYPE_CHECKING:
@@ -119,7 +118,9 @@ class _Collector:
 
 
 class MetricsSink(Sink):
-    def __init__(self, config: Config, view: StateView) -> None:
+    def __init__(self, config: Config, view: StateView,
+                 servers: ServerPool | None = None) -> None:
+        self.servers = servers or ServerPool()  # shared with the live page on the same address
         self.listen = config.metrics.listen
         self.model = config.model.name
         self.engine = config.inference.engine  # until the model is loaded
@@ -140,14 +141,9 @@ class MetricsSink(Sink):
         self._server: HttpServer | None = None
 
     def start(self) -> None:
-        server = HttpServer(parse_listen(self.listen), name="metrics")
+        server = self.servers.acquire(self.listen, "metrics.listen")
         server.route("/metrics", self._metrics)
         server.route("/healthz", self._healthz)
-        try:
-            server.start()
-        except OSError as exc:
-            raise ConfigError(f"metrics.listen: cannot listen on {self.listen}: "
-                              f"{exc.strerror or exc}") from None
         self._server = server
         url = server.url
         emit("metrics", f"metrics: serving {url}/metrics and {url}/healthz", url=url,
@@ -155,7 +151,8 @@ class MetricsSink(Sink):
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self.servers.release(self._server)
+            self._server = None
 
     def _metrics(self, request: Request) -> Response:
         return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)

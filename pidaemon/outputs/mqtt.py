@@ -213,8 +213,7 @@ class MqttSink(Sink):
     def on_stats(self, snapshot: Snapshot) -> None:
         with self._wake:
             dropped = self.dropped
-            payload = {"time": round(time.time(), 3), **snapshot.stats.fields(),
-                       "status": snapshot.status,
+            payload = {"time": round(time.time(), 3), **snapshot.status_fields(),
                        "mqtt_dropped": dropped}
             self._status = _Message(f"{self.base}/status", json.dumps(payload),
                                     retain=self.config.retain_status)

@@ -23,6 +23,7 @@ from pidaemon.eventlog import emit
 from pidaemon.model.preprocess import Normalizer, crop_and_resize, crop_box, is_valid_frame
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
 from pidaemon.pipeline.frames import Frame
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.pipeline.worker import Worker
 from pidaemon.sources import CameraState, FrameSource
 
@@ -68,9 +69,11 @@ class CaptureWorker(Worker):
     """Reads frames, crops them (whole or each region) to the model input, queues them."""
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
-                 first_seq: int = 1, regions: tuple[Region, ...] = ()) -> None:
+                 first_seq: int = 1, regions: tuple[Region, ...] = (),
+                 tap: FrameTap | None = None) -> None:
         super().__init__("capture")
         self.regions = regions  # replaced whole by a reload, read once per frame
+        self.tap = tap or FrameTap()
         self.source = source
         self.config = config
         self.frames = frames
@@ -206,6 +209,7 @@ class CaptureWorker(Worker):
         self._last_frame_at = now
         self._seq += 1
         self.captured += 1
+        self.tap.offer(self._seq, image)
         try:
             self.frames.put(self._prepare(image, now))
         except QueueClosed:

@@ -33,6 +33,7 @@ from pidaemon.pipeline.snapshot import (
     Stats,
 )
 from pidaemon.pipeline.state import SteadyState
+from pidaemon.pipeline.tap import FrameTap
 from pidaemon.pipeline.worker import Worker
 from pidaemon.sources import CameraState, FrameSource
 
@@ -42,18 +43,21 @@ JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 
 class Pipeline:
     def __init__(self, classifier: Classifier, config: Config, source: FrameSource,
-                 sinks: list[Sink], models: Models | None = None) -> None:
+                 sinks: list[Sink], models: Models | None = None,
+                 tap: FrameTap | None = None) -> None:
         self.classifier = classifier
         self.models: Models = models or {None: classifier}  # the classifiers regions use
         self.regions: tuple[Region, ...] = config.regions
         self.states = {r.name: SteadyState(r.name, r.state) for r in self.regions}
+        self.tap = tap or FrameTap()  # the camera's newest image, for a live view
         self.sinks = sinks
         self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
         self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
-        self.capture = CaptureWorker(source, config.camera, self.frames, regions=self.regions)
+        self.capture = CaptureWorker(source, config.camera, self.frames, regions=self.regions,
+                                     tap=self.tap)
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
         self.inference.models = self.models
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
@@ -104,7 +108,8 @@ class Pipeline:
         old.stop()
         old.join(JOIN_TIMEOUT)
         self._retired = self._retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
-        self.capture = CaptureWorker(source, config, self.frames, old.next_seq, self.regions)
+        self.capture = CaptureWorker(source, config, self.frames, old.next_seq, self.regions,
+                                     self.tap)
         self.capture.start()
 
     def swap_model(self, classifier: Classifier) -> None:

@@ -13,10 +13,13 @@ if TYPE_CHECKING:
     from pidaemon.pipeline.frames import Result
     from pidaemon.pipeline.snapshot import RegionInfo, Snapshot
     from pidaemon.pipeline.state import StateChange
+    from pidaemon.pipeline.tap import FrameTap
 
 
 class StateView(Protocol):
     """What an output may ask of the running service at any time (a scrape, a page load)."""
+
+    tap: FrameTap  # the camera's newest image, kept while an output watches
 
     def snapshot(self) -> Snapshot | None:
         """The pipeline's state now; None while the model is still loading."""

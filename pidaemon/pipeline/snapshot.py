@@ -93,6 +93,10 @@ class Snapshot:
     stats: Stats
     latest: Result | None
 
+    def status_fields(self) -> dict[str, object]:
+        """The status JSON every output publishes (MQTT status topic, /api/status)."""
+        return {**self.stats.fields(), "status": self.status}
+
     @property
     def status(self) -> str:
         """What systemd shows: a source that is down, else the stats summary."""
