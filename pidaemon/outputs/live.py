@@ -28,6 +28,7 @@ from pidaemon.pipeline.sink import Sink, StateView
 from pidaemon.sources import CameraState
 from pidaemon.web.auth import Credential, unauthorized
 from pidaemon.web.http import Request, Response, Stream
+from pidaemon.web.jpeg import Box
 from pidaemon.web.mjpeg import FrameStreamer
 from pidaemon.web.page import CSS, INDEX, JS, SECURITY_HEADERS
 from pidaemon.web.pool import ServerPool
@@ -37,7 +38,8 @@ from pidaemon.web.throttle import Throttled
 if TYPE_CHECKING:
     from pidaemon.config import Config
     from pidaemon.pipeline.frames import Result
-    from pidaemon.pipeline.snapshot import Snapshot
+    from pidaemon.pipeline.snapshot import RegionInfo, Snapshot
+    from pidaemon.pipeline.state import StateChange
 
 HISTORY_S = 300.0  # what the graphs show
 GRAPH_POINTS = 300  # at most, whatever output.interval is
@@ -61,6 +63,8 @@ class LiveSink(Sink):
         self.frames = FrameStreamer(view.tap, web.max_fps, self._caption, SECURITY_HEADERS)
         self.started_at = time.monotonic()
         self._latest: tuple[Result, list[str]] | None = None
+        self._regions: tuple[RegionInfo, ...] = ()
+        self._states: dict[str, str] = {}  # region name -> its steady state
         self._fps = 0.0
         # Room for HISTORY_S at the shortest output.interval, which a reload may set.
         self._history: deque[tuple[float, float, float | None, float | None]] = deque(
@@ -102,6 +106,13 @@ class LiveSink(Sink):
     # -- hooks (results thread): keep references only -----------------------------------------
     def on_result(self, result: Result, labels: list[str]) -> None:
         self._latest = (result, labels)
+
+    def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
+        self._regions = regions
+        self._states = {r.name: self._states.get(r.name, "unknown") for r in regions}
+
+    def on_state(self, change: StateChange) -> None:
+        self._states = {**self._states, change.region: change.state}
 
     def on_stats(self, snapshot: Snapshot) -> None:
         stats = snapshot.stats
@@ -157,6 +168,8 @@ class LiveSink(Sink):
             "model": snapshot.model.description, "engine": snapshot.model.engine,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "history": self._graphs(),
+            "regions": [{"name": r.name, "box": r.box, "state": self._states.get(r.name)}
+                        for r in self._regions],
             "viewers": self.frames.viewers, "encoded_frames": self.frames.encoded})
 
     def _top(self) -> list[tuple[str, float]]:
@@ -178,6 +191,10 @@ class LiveSink(Sink):
                 "p95": [None if p[3] is None else round(p[3], 1) for p in points]}
 
     # -- drawn on the frames (page thread) ----------------------------------------------------
-    def _caption(self) -> tuple[list[str], str]:
+    def _caption(self) -> tuple[list[str], str, list[Box]]:
+        states = self._states
+        boxes = [(r.box, f"{r.name}: {states.get(r.name, 'unknown')}") for r in self._regions]
+        if boxes:  # each region's state is on its box; the whole-frame top-k would mislead
+            return [], f"{self._fps:.1f} fps", boxes
         lines = [f"{label} {score:.2f}" for label, score in self._top()]
-        return lines, f"{self._fps:.1f} fps"
+        return lines, f"{self._fps:.1f} fps", []

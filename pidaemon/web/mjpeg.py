@@ -14,14 +14,15 @@ from collections.abc import Callable
 
 from pidaemon.pipeline.tap import FrameTap
 from pidaemon.web.http import Stream
-from pidaemon.web.jpeg import annotate, encode
+from pidaemon.web.jpeg import Box, annotate, encode
 
 BOUNDARY = "frame"
 SNAPSHOT_WAIT = 3.0  # seconds a /snapshot.jpg waits for a frame before giving up
 POLL = 0.01  # how often a new camera frame is looked for once one is due
 STOP_TIMEOUT = 1.0
 
-Caption = Callable[[], tuple[list[str], str]]  # the top-k lines and a footer, drawn on frames
+# The top-k lines, a footer and the regions' boxes with their states, drawn on frames.
+Caption = Callable[[], tuple[list[str], str, list[Box]]]
 
 
 class FrameStreamer:
@@ -91,8 +92,8 @@ class FrameStreamer:
             now = time.monotonic()
             frame = self.tap.latest()
             if frame is not None and frame.seq != last_seq and now >= next_due:
-                lines, footer = self.caption()
-                jpeg = encode(annotate(frame.image, lines, footer))
+                lines, footer, boxes = self.caption()
+                jpeg = encode(annotate(frame.image, lines, footer, boxes))
                 self.encoded += 1
                 last_seq = frame.seq
                 next_due = max(next_due + self.period, now)

@@ -33,6 +33,10 @@ INDEX = """<!doctype html>
 <img id="frame" src="stream.mjpg" alt="the camera's latest frame with the top labels">
 <p id="frame-note" class="note" hidden></p>
 </section>
+<section id="regions-section" hidden>
+<h2>Regions</h2>
+<ul id="regions"></ul>
+</section>
 <section>
 <h2>Top predictions</h2>
 <ol id="topk"></ol>
@@ -153,6 +157,12 @@ function render(d) {
     value.className = "score";
     value.textContent = score.toFixed(2);
     li.append(name, bar, value);
+    return li;
+  }));
+  $("regions-section").hidden = d.regions.length === 0;
+  $("regions").replaceChildren(...d.regions.map((r) => {
+    const li = document.createElement("li");
+    li.textContent = r.name + ": " + (r.state ?? "unknown");
     return li;
   }));
   graph($("fps-graph"), h.ago, [{values: h.fps, cls: "fps"}]);
