@@ -77,6 +77,7 @@ class RegionInfo:
     name: str
     box: tuple[float, float, float, float]
     labels: list[str]
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,30 @@ class Snapshot:
     model: ModelInfo
     stats: Stats
     latest: Result | None
+    # With `cameras:` outputs get one snapshot per camera (`camera` set) each interval, then
+    # the whole (`cameras`: those per-camera snapshots); without, one snapshot as always.
+    camera: str | None = None
+    cameras: tuple[Snapshot, ...] = ()
 
     @property
     def status(self) -> str:
-        """What systemd shows: a source that is down, else the stats summary."""
+        """What systemd shows: a source that is down, else the stats summary.
+
+        With several cameras, each in brief: `door 30.0 fps espresso · yard waiting for ...`.
+        """
+        if self.cameras:
+            return " · ".join(part.brief() for part in self.cameras)
         down = [s.status for s in self.sources if s.state.is_down]
         return "; ".join(down) if down else self.stats.summary()
+
+    def brief(self) -> str:
+        """One camera's part of the STATUS line."""
+        source = self.sources[0]
+        state = source.state
+        if state is CameraState.WAITING:
+            return f"{self.camera} waiting for {source.device}"
+        if state is CameraState.LOST:
+            return f"{self.camera} lost {source.device}, retrying"
+        if state in (CameraState.ENDED, CameraState.STARTING):
+            return f"{self.camera} {state.value}"
+        return f"{self.camera} {self.stats.fps:.1f} fps {self.stats.label or '-'}"

@@ -24,6 +24,7 @@ class StateChange:
     score: float  # the top-1 score of the result that made the change
     scores: dict[str, float]  # that result's top-k, label to score
     since: float  # Unix time of the change
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
 
 class SteadyState:
