@@ -46,7 +46,7 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
         ready = daemon.wait_for(lambda e: e["event"] == "lifecycle" and "ready" in e["message"])
         assert "net" in ready["message"] or "running" in ready["message"]
         # Each video through both its photos, then a third, so its order shows.
-        for name, order in ORDERS.items():
+        for name in ORDERS:
             daemon.wait_for(lambda e, name=name: len(photo_runs(
                 of_camera(daemon.events, "prediction", name))) >= 3, timeout=90)
         for name, order in ORDERS.items():

@@ -188,10 +188,11 @@ class MetricsSink(Sink):
         self.last_prediction = time.time()
 
     def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
-        self.states = {r.name: self.states.get(r.name, (None, 0)) for r in regions}
+        self.states = {r.topic: self.states.get(r.topic, (None, 0)) for r in regions}
 
     def on_state(self, change: StateChange) -> None:
-        if change.region not in self.states:  # removed by a reload meanwhile
+        key = change.topic  # `gate`, or `garden/gate` with cameras
+        if key not in self.states:  # removed by a reload meanwhile
             return
-        count = self.states[change.region][1]
-        self.states = {**self.states, change.region: (change, count + 1)}
+        count = self.states[key][1]
+        self.states = {**self.states, key: (change, count + 1)}

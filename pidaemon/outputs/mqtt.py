@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from pidaemon.config.credentials import CredentialError, read_secret
 from pidaemon.errors import ConfigError, first_line
 from pidaemon.eventlog import emit
-from pidaemon.outputs.homeassistant import config_topic, device_config
+from pidaemon.outputs.homeassistant import component_id, config_topic, device_config
 from pidaemon.pipeline.sink import Sink
 
 if TYPE_CHECKING:
@@ -184,9 +184,9 @@ class MqttSink(Sink):
 
     def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
         """A region that is gone loses its retained state and its Home Assistant entity."""
-        names = {r.name for r in regions}
+        names = {r.topic for r in regions}
         with self._wake:
-            gone = {r.name for r in self._regions} - names
+            gone = {r.topic for r in self._regions} - names
             self._regions = regions
             self._removed = (self._removed | gone) - names
             self._clear_states(gone)
@@ -319,7 +319,7 @@ class MqttSink(Sink):
         except (ValueError, AttributeError):
             return
         with self._wake:
-            current = {r.name for r in self._regions}
+            current = {component_id(r.topic) for r in self._regions}
             stale = {name for name, entry in components.items()
                      if isinstance(entry, dict) and len(entry) > 1 and name not in current}
             if stale - self._removed:

@@ -79,6 +79,11 @@ class RegionInfo:
     labels: list[str]
     camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
+    @property
+    def topic(self) -> str:
+        """Its MQTT topic levels and key in outputs: `gate`, or `garden/gate` with cameras."""
+        return self.name if self.camera is None else f"{self.camera}/{self.name}"
+
 
 @dataclass(frozen=True)
 class ModelInfo:

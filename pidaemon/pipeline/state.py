@@ -26,6 +26,11 @@ class StateChange:
     since: float  # Unix time of the change
     camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
+    @property
+    def topic(self) -> str:
+        """As RegionInfo.topic: `gate`, or `garden/gate` with cameras."""
+        return self.region if self.camera is None else f"{self.camera}/{self.region}"
+
 
 class SteadyState:
     """One region's state; `update` returns a StateChange when the state changes."""
