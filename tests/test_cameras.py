@@ -121,3 +121,46 @@ def test_camera_and_cameras_together_is_an_error(tmp_path):
     done = pi_infer("check-config", str(path))
     assert done.returncode == 78
     assert "line 1: camera: cannot be used with cameras:" in done.stderr.strip()
+
+
+def test_mqtt_topics_and_metrics_per_camera(tmp_path, cache_dir, start_daemon):
+    from .test_metrics import scrape
+    from .test_mqtt import Broker, Subscriber, topic
+
+    broker = Broker(tmp_path)
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    try:
+        videos = {name: write_video(tmp_path / f"{name}.avi", photos, 1.5)
+                  for name, photos in ORDERS.items()}
+        cameras = {name: {"device": str(path), "loop": True, "fps": 10}
+                   for name, path in videos.items()}
+        cameras["yard"]["regions"] = {"left": {"box": [0, 0, 0.5, 1]}}
+        config = cameras_config(cache_dir, cameras)
+        config["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "node_id": "pi"}
+        config["metrics"] = {"enabled": True, "listen": "127.0.0.1:0"}
+        daemon = start_daemon("--config", str(write_config(tmp_path / "c.yaml", config)))
+        url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+        for name in ORDERS:
+            status = subscriber.wait_for(lambda m, name=name: m.topic == topic(
+                f"{name}/status", "pi") and m.json()["processed"] > 0).json()
+            assert status["camera"] == name and status["fps"] >= 0
+            prediction = subscriber.find(lambda m, name=name: m.topic == topic(
+                f"{name}/prediction", "pi")).json()
+            assert prediction["camera"] == name
+        state = subscriber.find(lambda m: m.topic == topic("yard/left/state", "pi"))
+        assert state.payload and state.payload != "unknown"  # a label of the left half
+        assert not [m for m in subscriber.seen if m.topic in (topic("status", "pi"),
+                                                               topic("prediction", "pi"))]
+        samples = scrape(url)
+        for name in ORDERS:
+            assert samples[f'pi_infer_frames_processed_total{{camera="{name}"}}'] > 0
+            assert samples[f'pi_infer_camera_state{{camera="{name}",'
+                           f'pi_infer_camera_state="streaming"}}'] == 1
+            assert samples[f'pi_infer_inference_latency_seconds_count{{camera="{name}"}}'] > 0
+        assert "pi_infer_frames_processed_total" not in samples  # only per camera
+        daemon.signal(signal.SIGTERM)
+        assert daemon.finish() == 0
+    finally:
+        subscriber.close()
+        broker.stop()
