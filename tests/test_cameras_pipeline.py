@@ -77,3 +77,34 @@ def test_a_missing_camera_holds_back_neither_the_others_nor_liveness(classifier,
         whole.status, whole.status
     per_camera = [s for s in recorder.snapshots if s.camera == "door"]
     assert per_camera and per_camera[-1].stats.counters.processed > 0
+
+
+def test_set_cameras_reopens_only_the_changed_one_and_removes_one(classifier, running):
+    import dataclasses
+
+    recorder = Recorder()
+    config = named("door", "yard")
+    made: list[PhotoCamera] = []
+
+    def make_source(camera: CameraConfig) -> FrameSource:
+        made.append(PhotoCamera(PHOTOS["door"]))
+        return made[-1]
+
+    pipeline = running(Pipeline(classifier, config, {"door": PhotoCamera(PHOTOS["door"]),
+                                                     "yard": PhotoCamera(PHOTOS["yard"])},
+                                [recorder]))
+    wait_until(lambda: {r.camera for r in recorder.results} == {"door", "yard"})
+    door, yard = pipeline.feeds["door"].capture, pipeline.feeds["yard"].capture
+    changed = dataclasses.replace(config, cameras=(
+        dataclasses.replace(config.cameras[0], camera=CameraConfig(device="photo:door", fps=20)),
+        config.cameras[1]))
+    pipeline.set_cameras(changed, make_source, {"door"})
+    assert pipeline.feeds["yard"].capture is yard and yard.is_alive()
+    assert pipeline.feeds["door"].capture is not door and not door.is_alive()
+    assert pipeline.feeds["door"].capture.next_seq > 1  # sequence numbers go on
+    pipeline.set_cameras(named("door"), make_source, set())
+    assert list(pipeline.feeds) == ["door"] and not yard.is_alive()
+    mark = len(recorder.results)
+    wait_until(lambda: len(recorder.results) >= mark + 10)
+    assert {r.camera for r in recorder.results[mark + 3:]} == {"door"}
+    assert len(made) == 1 and pipeline.counters().captured > 0
