@@ -33,10 +33,6 @@ class CameraFeed:
         self.stats: Stats | None = None  # the latest window's
         self.last: Result | None = None
 
-    @property
-    def config(self) -> CameraConfig:
-        return self.capture.config
-
     def restart(self, source: FrameSource, config: CameraConfig) -> None:
         """A new source (or settings) for this camera alone; sequence numbers go on."""
         old = self.capture
