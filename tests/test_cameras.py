@@ -164,3 +164,18 @@ def test_mqtt_topics_and_metrics_per_camera(tmp_path, cache_dir, start_daemon):
     finally:
         subscriber.close()
         broker.stop()
+
+
+def test_home_assistant_names_a_camera_region_by_camera_and_region():
+    from pidaemon.outputs.homeassistant import device_config
+    from pidaemon.pipeline.snapshot import RegionInfo
+
+    regions = (RegionInfo("gate", (0, 0, 1, 1), ["open", "closed"], "garden"),
+               RegionInfo("gate", (0, 0, 1, 1), ["open", "closed"]))
+    config = device_config("pi", "pi-infer/pi", regions, {"yard/door"}, 0)
+    components = config["components"]
+    assert set(components) == {"garden_gate", "gate", "yard_door"}
+    assert components["garden_gate"]["state_topic"] == "pi-infer/pi/garden/gate/state"
+    assert components["garden_gate"]["unique_id"] == "pi-infer_pi_garden_gate"
+    assert components["gate"]["state_topic"] == "pi-infer/pi/gate/state"  # as without cameras
+    assert components["yard_door"] == {"platform": "sensor"}  # removed from Home Assistant
