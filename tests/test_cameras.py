@@ -179,3 +179,37 @@ def test_home_assistant_names_a_camera_region_by_camera_and_region():
     assert components["garden_gate"]["unique_id"] == "pi-infer_pi_garden_gate"
     assert components["gate"]["state_topic"] == "pi-infer/pi/gate/state"  # as without cameras
     assert components["yard_door"] == {"platform": "sensor"}  # removed from Home Assistant
+
+
+def test_status_names_every_camera_and_a_missing_one_holds_back_neither_ready_nor_watchdog(
+        tmp_path, cache_dir, start_daemon):
+    import os
+
+    from pidaemon.bench.notify_listener import NotifyListener
+
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        video = write_video(tmp_path / "door.avi", ORDERS["door"], 1.5)
+        missing = tmp_path / "video9"
+        cameras = {"door": {"device": str(video), "loop": True, "fps": 10},
+                   "attic": {"device": str(missing)}}
+        path = write_config(tmp_path / "c.yaml", cameras_config(cache_dir, cameras))
+        env = notify.env(dict(os.environ))
+        env["WATCHDOG_USEC"] = "2000000"
+        daemon = start_daemon("--config", str(path), env=env)
+        notify.wait_for("READY=1")
+        # In the file's order (the test's YAML writer sorts the names).
+        notify.wait_for(" fps espresso")
+        status = next(m for _, m in notify.messages if m.endswith(" fps espresso"))
+        assert status.startswith(f"STATUS=attic waiting for {missing} · door "), status
+        pings = len([m for _, m in notify.messages if m == "WATCHDOG=1"])
+        time.sleep(3)
+        notify.drain(0.5)
+        assert len([m for _, m in notify.messages if m == "WATCHDOG=1"]) > pings + 1
+        waiting = daemon.seen_or_wait(lambda e: e["event"] == "camera"
+                                      and e.get("camera") == "attic")
+        assert waiting["state"] == "waiting" and waiting["level"] == "warning"
+        daemon.signal(signal.SIGTERM)
+        assert daemon.finish() == 0
+    finally:
+        notify.close()
