@@ -94,7 +94,7 @@ def _current_rss_mb() -> float:
 
 
 def rss_mb(shared: Path, cache_dir: Path, cameras: int, seconds: float) -> tuple[float, float]:
-    """Peak and running RSS of a fresh process running `cameras` cameras (x86, auto way)."""
+    """Peak and running RSS of a fresh process running `cameras` cameras (auto engine)."""
     done = subprocess.run(
         [sys.executable, "-m", "pidaemon.bench.cameras", "--rss-child", str(cameras),
          "--seconds", str(seconds), "--shared", str(shared), "--cache", str(cache_dir)],
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               "--shared DIR or set PI_INFER_SHARED", file=sys.stderr)
         return 2
     if args.rss_child is not None:
-        row = run(shared, args.cache, "x86", args.rss_child, None, args.seconds)
+        row = run(shared, args.cache, "auto", args.rss_child, None, args.seconds)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, row["rss_mb"])
         return 0
     import torch
