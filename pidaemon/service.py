@@ -127,8 +127,10 @@ class Service:
     def _startup(self) -> None:
         started = time.monotonic()
         cfg = self.config
+        sources = (", ".join(f"{c.name}={c.camera.device}" for c in cfg.cameras)
+                   if cfg.cameras else f"source {cfg.camera.device}")
         emit("lifecycle", f"starting: model {cfg.model.name}, engine {cfg.inference.engine}, "
-             f"{resolve_threads(cfg.inference.threads)[1]}, source {cfg.camera.device}")
+             f"{resolve_threads(cfg.inference.threads)[1]}, {sources}")
         self.notifier.status("loading the model")
         try:
             classifier = load_classifier(cfg.model, cfg.inference)
@@ -141,7 +143,8 @@ class Service:
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        self.pipeline = Pipeline(classifier, cfg, make_source(cfg.camera), self.sinks, models,
+        self.pipeline = Pipeline(classifier, cfg, {c.name: make_source(c.camera)
+                                                   for c in cfg.feeds()}, self.sinks, models,
                                  self.tap)
         for sink in self.sinks:
             sink.start()
@@ -205,6 +208,8 @@ class Service:
     def _status(self) -> str:
         """What systemd shows now: a camera that is down, or simply running."""
         snapshot = self.snapshot()
+        if snapshot is not None and snapshot.cameras:
+            return snapshot.status
         down = [s.status for s in snapshot.sources if s.state.is_down] if snapshot else []
         return "; ".join(down) or "running"
 
@@ -251,8 +256,10 @@ class Service:
             self.pipeline.swap_models(prepared.models)
             emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
         else:  # the region models are the ones loaded: check min_score labels against them
-            for region in new.regions:
+            for region in (r for feed in new.feeds() for r in feed.regions):
                 check_min_scores(region, self.pipeline.models[region.model].labels)
+        if Reload.CAMERA in scopes:  # first, so that new cameras get their regions below
+            reopen = {None if key.section == "camera" else key.name for key in changed
+                      if key.on_reload is Reload.CAMERA}
+            self.pipeline.set_cameras(new, make_source, reopen)
         self.pipeline.apply_live(new)
-        if Reload.CAMERA in scopes:
-            self.pipeline.restart_capture(make_source(new.camera), new.camera)

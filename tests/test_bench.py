@@ -97,3 +97,14 @@ def test_the_page_bench_encodes_only_for_viewers(tmp_path):
         assert len(rows["on", viewers]["cpu_runs"]) == 2
     for row in rows.values():
         assert row["fps"] > 0 and row["cpu_cores"] > 0
+
+
+def test_cameras_bench_runs_several_cameras_each_way(tmp_path):
+    from pidaemon.bench import cameras
+
+    for batch in (False, True, None):
+        row = cameras.run(SHARED, tmp_path, "auto", 2, batch, 1.0)
+        assert row["cameras"] == 2 and row["fps"] > 0 and row["rss_mb"] > 0
+        assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
+    peak, running = cameras.rss_mb(SHARED, tmp_path, 1, 1.0)
+    assert peak >= running > 0

@@ -94,3 +94,35 @@ def test_resize_drops_the_surplus_oldest():
 def test_size_must_be_positive():
     with pytest.raises(ValueError):
         DropOldestQueue(0)
+
+
+def test_fair_queues_give_every_camera_its_turn():
+    from pidaemon.pipeline.framequeue import FairQueues
+
+    queues: FairQueues[str] = FairQueues(1)
+    door, yard, shed = queues.add("door"), queues.add("yard"), queues.add("shed")
+    for i in range(100):  # door floods; one queue slot each keeps only the freshest
+        door.put(f"door{i}")
+    yard.put("yard0")
+    assert queues.take(0) == ["door99", "yard0"] and door.dropped == 99
+    yard.put("yard1")
+    shed.put("shed0")
+    door.put("door100")
+    assert sorted(queues.take(0)) == ["door100", "shed0", "yard1"]
+    assert queues.take(0.01) == [] and len(queues) == 0
+
+
+def test_fair_queues_wake_the_consumer_and_close():
+    from pidaemon.pipeline.framequeue import FairQueues
+
+    queues: FairQueues[int] = FairQueues(1)
+    first, second = queues.add("a"), queues.add("b")
+    threading.Timer(0.1, lambda: second.put(7)).start()
+    started = time.monotonic()
+    assert queues.take(5) == [7] and time.monotonic() - started < 4
+    first.put(1)
+    queues.remove("b")
+    queues.close()
+    assert queues.take(0) == [1]  # what was queued is still delivered
+    with pytest.raises(QueueClosed):
+        queues.take(0)

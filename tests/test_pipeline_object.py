@@ -62,10 +62,10 @@ class SlowModel(Classifier):
         self.running = threading.Event()
         self.running.set()  # cleared: the next call hangs until it is set again
 
-    def top_k(self, batch: Any, k: int) -> tuple[list[int], list[float]]:
+    def top_k_batch(self, batch: Any, k: int) -> list[tuple[list[int], list[float]]]:
         self.running.wait()
-        time.sleep(self.delay)
-        return self.real.top_k(batch, k)
+        time.sleep(self.delay * len(batch))
+        return self.real.top_k_batch(batch, k)
 
 
 class Recorder(Sink):

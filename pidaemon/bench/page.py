@@ -102,7 +102,7 @@ def page_cost(job: Job, viewers: int | None) -> dict:
     page = LiveSink(cfg, view) if viewers is not None else None
     if page is not None:
         sinks.append(page)
-    pipeline = view.pipeline = Pipeline(classifier, cfg, camera, sinks, view.tap)
+    pipeline = view.pipeline = Pipeline(classifier, cfg, camera, sinks, tap=view.tap)
     for sink in sinks:
         sink.start()
     pipeline.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pidaemon.config.cameras import CAMERAS_EXAMPLE
 from pidaemon.config.regions import REGION_KEYS
 from pidaemon.config.schema import SECTIONS, keys
 
@@ -60,6 +61,7 @@ def yaml_document() -> str:
                 parts.append(f"  # {line}\n")
             parts.append(f"  {key.name}: {scalar(key.default)}\n")
     parts.append("\n" + REGIONS_EXAMPLE)
+    parts.append("\n" + CAMERAS_EXAMPLE)
     return "".join(parts)
 
 
@@ -74,6 +76,10 @@ def readme_table() -> str:
         scope = "reloads the model" if name.startswith("model.") else "applied live"
         rows.append(f"| `regions.<name>.{name}` | `{default}` | {scope} | "
                     f"{meaning.replace('|', chr(92) + '|')} |")
+    rows.append("| `cameras.<name>.<key>` | (none) | reopens that camera | Several cameras instead "
+                "of `camera:`: each named camera takes every `camera.*` key above (same defaults) "
+                "and its own `regions:` (`cameras.<name>.regions.<region>.*`); see "
+                "[Several cameras](#several-cameras). |")
     return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
 
 

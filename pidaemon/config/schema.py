@@ -78,6 +78,21 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class NamedCamera:
+    """One camera of `cameras:` (name None: the single `camera:`), with its own regions."""
+
+    name: str | None
+    camera: CameraConfig
+    regions: tuple[Region, ...] = ()
+
+    def as_plain(self) -> dict[str, Any]:
+        entry: dict[str, Any] = dataclasses.asdict(self.camera)
+        if self.regions:
+            entry["regions"] = as_plain(self.regions)
+        return entry
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     size: int = setting(1, "Frames waiting for inference; the oldest is dropped when full (1 = "
                         "always the freshest).", minimum=1, maximum=64, on_reload=LIVE)
@@ -221,11 +236,19 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     regions: tuple[Region, ...] = ()  # none: the whole frame, as one prediction per frame
+    cameras: tuple[NamedCamera, ...] = ()  # none: the single `camera:`
+
+    def feeds(self) -> tuple[NamedCamera, ...]:
+        """Every camera with its regions: the named ones, else `camera:` without a name."""
+        return self.cameras or (NamedCamera(None, self.camera, self.regions),)
 
     def with_source(self, source: str | None) -> Config:
         """The same config reading from `source` (the `--source` option) instead."""
         if source is None:
             return self
+        if self.cameras:
+            raise ConfigError("--source: cannot replace the devices of cameras:; give "
+                              "--source only with a single camera: section")
         device: str | int = source
         if source.isascii() and source.isdigit():
             device = int(source)
@@ -235,9 +258,12 @@ class Config:
         return dataclasses.replace(self, camera=dataclasses.replace(self.camera, device=device))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        plain = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        plain = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS
+                 if not (name == "camera" and self.cameras)}
         if self.regions:
             plain["regions"] = as_plain(self.regions)
+        if self.cameras:
+            plain["cameras"] = {c.name: c.as_plain() for c in self.cameras}
         return plain
 
 
@@ -314,4 +340,20 @@ def changed_keys(old: Config, new: Config) -> list[Key]:
     for name, model_changed in changed_regions(old.regions, new.regions):
         changed.append(Key("regions", name, None, "a region",
                            Reload.MODEL if model_changed else Reload.LIVE))
+    return changed + _changed_cameras(old.cameras, new.cameras)
+
+
+def _changed_cameras(old: tuple[NamedCamera, ...], new: tuple[NamedCamera, ...]) -> list[Key]:
+    """A camera added, removed or changed reopens that camera alone; its regions as above."""
+    before = {c.name: c for c in old}
+    after = {c.name: c for c in new}
+    changed = []
+    for name in dict.fromkeys([*before, *after]):
+        a, b = before.get(name), after.get(name)
+        if a is None or b is None or a.camera != b.camera:
+            changed.append(Key("cameras", str(name), None, "a camera", Reload.CAMERA))
+        for region, model_changed in changed_regions(a.regions if a else (),
+                                                     b.regions if b else ()):
+            changed.append(Key(f"cameras.{name}.regions", region, None, "a region",
+                               Reload.MODEL if model_changed else Reload.LIVE))
     return changed

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
+from pidaemon.config.cameras import parse_cameras
 from pidaemon.config.credentials import CredentialError, read_secret
 from pidaemon.config.regions import parse_regions
 from pidaemon.config.schema import (
@@ -130,27 +131,41 @@ def validate(data: Any, source: str = "<config>",
         if section_name == "regions":
             sections["regions"] = parse_regions(section_data, problem)
             continue
+        if section_name == "cameras":
+            sections["cameras"] = parse_cameras(section_data, problem, _read_section)
+            continue
         if section_name not in SECTIONS:
             name = str(section_name)
             raise problem((name,), f"unknown section; "
-                                   f"{_closest(name, [*SECTIONS, 'regions'])}")
-        cls = SECTIONS[section_name]
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if section_data is None:
-            section_data = {}
-        if not isinstance(section_data, dict):
-            raise problem((section_name,), f"must be a mapping of keys ({', '.join(fields)}), "
-                                           f"got {type(section_data).__name__}")
-        values: dict[str, Any] = {}
-        for key, value in section_data.items():
-            path = (section_name, str(key))
-            if key not in fields:
-                raise problem(path, f"unknown key; {_closest(str(key), list(fields))}")
-            values[key] = _check_value(value, dict(fields[key].metadata), path, problem)
-        sections[section_name] = cls(**values)
+                                   f"{_closest(name, [*SECTIONS, 'regions', 'cameras'])}")
+        sections[section_name] = _read_section(SECTIONS[section_name], section_data,
+                                               (section_name,), problem)
+    if "cameras" in sections:
+        for key in ("camera", "regions"):
+            if key in data:
+                raise problem((key,), f"cannot be used with cameras:; put it under "
+                                      f"cameras.<name>{'' if key == 'camera' else '.regions'} "
+                                      f"(one entry per camera)")
     config = Config(**sections)
     _check_combinations(config, problem)
     return config
+
+
+def _read_section(cls: type, data: Any, path: tuple[str, ...], problem: _Problem) -> Any:
+    """One mapping of declared keys (a section, or one of `cameras:`) as `cls`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise problem(path, f"must be a mapping of keys ({', '.join(fields)}), "
+                            f"got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = (*path, str(key))
+        if key not in fields:
+            raise problem(key_path, f"unknown key; {_closest(str(key), list(fields))}")
+        values[key] = _check_value(value, dict(fields[key].metadata), key_path, problem)
+    return cls(**values)
 
 
 def _check_combinations(config: Config, problem: _Problem) -> None:
@@ -160,7 +175,8 @@ def _check_combinations(config: Config, problem: _Problem) -> None:
                                            "label per line, in the model's output order")
     if model.torchscript is not None and model.weights is not None:
         raise problem(("model", "weights"), "cannot be used with model.torchscript; set only one")
-    _check_camera(config.camera, problem)
+    for feed in config.feeds():
+        _check_camera(feed.camera, ("cameras", feed.name) if feed.name else ("camera",), problem)
     _check_mqtt(config.mqtt, problem)
     if config.metrics.enabled:
         try:
@@ -173,14 +189,14 @@ def _check_combinations(config: Config, problem: _Problem) -> None:
     _check_web(config.web, problem)
 
 
-def _check_camera(camera: CameraConfig, problem: _Problem) -> None:
+def _check_camera(camera: CameraConfig, path: tuple[str, ...], problem: _Problem) -> None:
     """A Pi camera needs picamera2; saying so here makes check-config and reload catch it."""
     csi = csi_index(camera.device) is not None
     if csi and camera.backend in ("v4l2", "file"):
-        raise problem(("camera", "backend"), f"{camera.backend} cannot read {camera.device}, "
+        raise problem((*path, "backend"), f"{camera.backend} cannot read {camera.device}, "
                                              f"a Raspberry Pi camera; use auto or picamera2")
     if (csi or camera.backend == "picamera2") and not module_available("picamera2"):
-        raise problem(("camera", "backend"), PICAMERA2_MISSING)
+        raise problem((*path, "backend"), PICAMERA2_MISSING)
 
 
 def _check_mqtt(mqtt: MqttConfig, problem: _Problem) -> None:

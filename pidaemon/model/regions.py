@@ -19,7 +19,7 @@ Models = dict[RegionModel | None, Classifier]  # None: the main model
 def load_models(config: Config, main: Classifier) -> Models:
     """`main` plus every region model of `config`, each loaded once; checks min_score labels."""
     models: Models = {None: main}
-    for region in config.regions:
+    for region in (r for feed in config.feeds() for r in feed.regions):
         if region.model is not None and region.model not in models:
             models[region.model] = _load_region_model(config, region)
         check_min_scores(region, models[region.model].labels)

@@ -23,6 +23,11 @@ def object_id(node: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", node)
 
 
+def component_id(topic: str) -> str:
+    """A region's component key: its name, or `<camera>_<name>` with cameras."""
+    return topic.replace("/", "_")
+
+
 def config_topic(prefix: str, node: str) -> str:
     return f"{prefix}/device/{object_id(node)}/config"
 
@@ -31,16 +36,18 @@ def device_config(node: str, base: str, regions: tuple[RegionInfo, ...], removed
                   qos: int) -> dict:
     """The discovery payload: a sensor per region, a platform-only entry per removed one."""
     ident = f"pi-infer_{object_id(node)}"
-    components: dict[str, dict] = {name: {"platform": "sensor"} for name in sorted(removed)}
+    components: dict[str, dict] = {component_id(name): {"platform": "sensor"}
+                                   for name in sorted(removed)}
     for region in regions:
-        components[region.name] = {
+        key = component_id(region.topic)
+        components[key] = {
             "platform": "sensor",
-            "name": region.name.replace("_", " "),
-            "unique_id": f"{ident}_{region.name}",
+            "name": key.replace("_", " "),
+            "unique_id": f"{ident}_{key}",
             "device_class": "enum",
             "options": list(dict.fromkeys(region.labels)),
-            "state_topic": f"{base}/{region.name}/state",
-            "json_attributes_topic": f"{base}/{region.name}/attributes",
+            "state_topic": f"{base}/{region.topic}/state",
+            "json_attributes_topic": f"{base}/{region.topic}/attributes",
             "value_template": VALUE_TEMPLATE,
             "icon": "mdi:cctv",
         }

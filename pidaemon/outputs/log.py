@@ -1,4 +1,7 @@
-"""The log output: prediction and stats lines, as text, JSON or journal entries (see eventlog)."""
+"""The log output: prediction and stats lines, as text, JSON or journal entries (see eventlog).
+
+With `cameras:` every line names its camera (JSON `camera`, journal PI_INFER_CAMERA).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ class LogSink(Sink):
             return
         latency = result.latency_ms
         text = " | ".join(f"{labels[c]} ({c}) {s:.3f}" for c, s in kept)
-        where = {} if region is None else {"region": region}
-        emit("prediction", f"prediction seq={result.seq}{' ' + region if region else ''} "
+        where = {} if result.camera is None else {"camera": result.camera}
+        if region is not None:
+            where["region"] = region
+        named = " ".join(where.values())
+        emit("prediction", f"prediction seq={result.seq}{' ' + named if named else ''} "
              f"latency_ms={latency:.1f}: {text}",
              seq=result.seq, **where, classes=[c for c, _ in kept],
              labels=[labels[c] for c, _ in kept],
@@ -42,15 +48,22 @@ class LogSink(Sink):
              label=labels[kept[0][0]], score=round(kept[0][1], 4))
 
     def on_state(self, change: StateChange) -> None:
-        emit("state", f"state: {change.region} is {change.state} (was {change.previous}, score "
-             f"{change.score:.3f})", region=change.region, state=change.state,
+        where = {} if change.camera is None else {"camera": change.camera}
+        emit("state", f"state: {change.camera + ' ' if change.camera else ''}{change.region} is "
+             f"{change.state} (was {change.previous}, score {change.score:.3f})", **where,
+             region=change.region, state=change.state,
              previous=change.previous, score=change.score)
 
     def on_stats(self, snapshot: Snapshot) -> None:
+        if snapshot.cameras:  # each camera had its own line
+            return
         stats = snapshot.stats
         f = stats.fields()
+        if snapshot.camera is not None:
+            f = {"camera": snapshot.camera, **f}
         latency = "-" if f["latency_p50_ms"] is None else f"{f['latency_p50_ms']:.1f}"
         top = "-" if stats.label is None else f"{stats.label} score={stats.score:.3f}"
-        emit("stats", f"stats: fps={stats.fps:.1f} latency_p50_ms={latency} "
+        emit("stats", f"stats: {'camera=' + snapshot.camera + ' ' if snapshot.camera else ''}"
+             f"fps={stats.fps:.1f} latency_p50_ms={latency} "
              f"dropped={f['dropped']} captured={f['captured']} processed={f['processed']} "
              f"top1={top}", **f)

@@ -47,7 +47,7 @@ from pidaemon.web.server import HttpServer
 if TYPE_CHECKING:
     from pidaemon.config import Config
     from pidaemon.pipeline.frames import Result
-    from pidaemon.pipeline.snapshot import RegionInfo
+    from pidaemon.pipeline.snapshot import RegionInfo, Snapshot
     from pidaemon.pipeline.state import StateChange
 
 # From a fast x86 box (a few ms) to a Pi Zero 2 (a few hundred ms).
@@ -73,14 +73,17 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         sink = self.sink
         snapshot = sink.view.snapshot()
-        counters = snapshot.stats.counters if snapshot else None
-        for name, doc in COUNTERS.items():
-            metric = "frames_" + name.removesuffix("_frames")
-            yield CounterMetricFamily(f"pi_infer_{metric}", f"Frames since start: {doc}.",
-                                      value=getattr(counters, name) if counters else 0)
-        state = snapshot.sources[0].state if snapshot else CameraState.STARTING
-        yield StateSetMetricFamily("pi_infer_camera_state", "Camera state.",
-                                   {s.value: s is state for s in CameraState})
+        if snapshot is not None and snapshot.cameras:
+            yield from self._cameras(snapshot.cameras)
+        else:
+            counters = snapshot.stats.counters if snapshot else None
+            for name, doc in COUNTERS.items():
+                metric = "frames_" + name.removesuffix("_frames")
+                yield CounterMetricFamily(f"pi_infer_{metric}", f"Frames since start: {doc}.",
+                                          value=getattr(counters, name) if counters else 0)
+            state = snapshot.sources[0].state if snapshot else CameraState.STARTING
+            yield StateSetMetricFamily("pi_infer_camera_state", "Camera state.",
+                                       {s.value: s is state for s in CameraState})
         engine = snapshot.model.engine if snapshot else sink.engine
         classes = str(len(snapshot.model.labels)) if snapshot else ""
         yield InfoMetricFamily("pi_infer_model", "The model and how it runs.",
@@ -94,6 +97,23 @@ class _Collector:
                                 "camera streaming).",
                                 value=1.0 if sink.view.healthy() else 0.0)
         yield from self._regions()
+
+    @staticmethod
+    def _cameras(cameras: tuple[Snapshot, ...]) -> Iterator[Metric]:
+        """With `cameras:`, the same series with a `camera` label."""
+        for name, doc in COUNTERS.items():
+            metric = "frames_" + name.removesuffix("_frames")
+            family = CounterMetricFamily(f"pi_infer_{metric}", f"Frames since start: {doc}.",
+                                         labels=["camera"])
+            for part in cameras:
+                family.add_metric([part.camera], getattr(part.stats.counters, name))
+            yield family
+        states = StateSetMetricFamily("pi_infer_camera_state", "Camera state.",
+                                      labels=["camera"])
+        for part in cameras:
+            state = part.sources[0].state
+            states.add_metric([part.camera], {s.value: s is state for s in CameraState})
+        yield states
 
     def _regions(self) -> Iterator[Metric]:
         states = dict(self.sink.states)
@@ -132,12 +152,15 @@ class MetricsSink(Sink):
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(_Collector(self))
+        self.labelled = bool(config.cameras)  # with `cameras:`, one series per camera
+        labels = ["camera"] if self.labelled else []
         self.inference_latency = Histogram(
             "pi_infer_inference_latency_seconds", "Time the model took per frame.",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            labels, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.result_latency = Histogram(
             "pi_infer_capture_to_result_latency_seconds", "From the frame's arrival to its "
-            "result: queue wait plus inference.", buckets=LATENCY_BUCKETS, registry=self.registry)
+            "result: queue wait plus inference.", labels, buckets=LATENCY_BUCKETS,
+            registry=self.registry)
         self._server: HttpServer | None = None
 
     def start(self) -> None:
@@ -167,15 +190,20 @@ class MetricsSink(Sink):
         return Response(200, b"ok\n")
 
     def on_result(self, result: Result, labels: list[str]) -> None:
-        self.inference_latency.observe(result.inference_ms / 1000)
-        self.result_latency.observe(result.latency_ms / 1000)
+        inference, latency = self.inference_latency, self.result_latency
+        if self.labelled:
+            inference = inference.labels(result.camera or "")
+            latency = latency.labels(result.camera or "")
+        inference.observe(result.inference_ms / 1000)
+        latency.observe(result.latency_ms / 1000)
         self.last_prediction = time.time()
 
     def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
-        self.states = {r.name: self.states.get(r.name, (None, 0)) for r in regions}
+        self.states = {r.topic: self.states.get(r.topic, (None, 0)) for r in regions}
 
     def on_state(self, change: StateChange) -> None:
-        if change.region not in self.states:  # removed by a reload meanwhile
+        key = change.topic  # `gate`, or `garden/gate` with cameras
+        if key not in self.states:  # removed by a reload meanwhile
             return
-        count = self.states[change.region][1]
-        self.states = {**self.states, change.region: (change, count + 1)}
+        count = self.states[key][1]
+        self.states = {**self.states, key: (change, count + 1)}

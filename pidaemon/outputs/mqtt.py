@@ -7,6 +7,8 @@ Topics, under `<mqtt.topic_prefix>/<node>/` (node: mqtt.node_id, else the host n
   prediction    JSON top-k when the top-1 class changes (every frame with mqtt.every_frame)
   <region>/state       a region's steady state, the plain label (retained)
   <region>/attributes  JSON: the scores that made it and since when (retained)
+With `cameras:`, status, prediction and region topics are one level down, under each camera's
+name (`<node>/<camera>/status`, `<node>/<camera>/<region>/state`); availability stays per node.
 With mqtt.discovery, Home Assistant's discovery config too (outputs.homeassistant).
 
 A broker that is down, slow or gone must never hold up the pipeline. The results thread only
@@ -38,7 +40,7 @@ import paho.mqtt.client as mqtt
 from pidaemon.config.credentials import CredentialError, read_secret
 from pidaemon.errors import ConfigError, first_line
 from pidaemon.eventlog import emit
-from pidaemon.outputs.homeassistant import config_topic, device_config
+from pidaemon.outputs.homeassistant import component_id, config_topic, device_config
 from pidaemon.pipeline.sink import Sink
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ class MqttSink(Sink):
         self.dropped = 0
         self._reported_dropped = 0
         self._predictions: deque[_Message] = deque()
-        self._status: _Message | None = None
+        self._statuses: dict[str, _Message] = {}  # per topic: only the newest waits
         self._pending: dict[str, _Message] = {}  # retained topics: only the newest is sent
         self._current: dict[str, _Message] = {}  # region states, sent again on reconnect
         self._regions: tuple[RegionInfo, ...] = ()
@@ -88,7 +90,7 @@ class MqttSink(Sink):
         self._wake = threading.Condition()
         self._stopping = False
         self._started = False
-        self._last_top1: int | None = None
+        self._last_top1: dict[str | None, int | None] = {}  # per camera
         self._link = "connecting"  # connecting, up, down or refused: what was last reported
         self._ever_connected = False
         self._down_since: float | None = None
@@ -152,9 +154,9 @@ class MqttSink(Sink):
     # -- hooks (results thread): only append to the buffer ------------------------------------
     def on_result(self, result: Result, labels: list[str]) -> None:
         top1 = result.classes[0] if result.classes else None
-        if top1 == self._last_top1 and not self.config.every_frame:
+        if top1 == self._last_top1.get(result.camera, -1) and not self.config.every_frame:
             return
-        self._last_top1 = top1
+        self._last_top1[result.camera] = top1
         payload = {"time": round(time.time(), 3), "seq": result.seq,
                    "latency_ms": round(result.latency_ms, 2),
                    "inference_ms": round(result.inference_ms, 2), "classes": result.classes,
@@ -162,7 +164,10 @@ class MqttSink(Sink):
                    "scores": [round(s, 4) for s in result.scores],
                    "label": labels[top1] if top1 is not None else None,
                    "score": round(result.scores[0], 4) if result.scores else None}
-        message = _Message(f"{self.base}/prediction", json.dumps(payload), retain=False)
+        if result.camera is not None:
+            payload["camera"] = result.camera
+        message = _Message(f"{self._under(result.camera)}/prediction", json.dumps(payload),
+                           retain=False)
         with self._wake:
             if len(self._predictions) >= self.config.buffer:
                 self._predictions.popleft()
@@ -175,17 +180,19 @@ class MqttSink(Sink):
                       "previous": change.previous, "since": _iso(change.since)}
         with self._wake:
             for message in (
-                    _Message(f"{self.base}/{change.region}/state", change.state, retain=True),
-                    _Message(f"{self.base}/{change.region}/attributes", json.dumps(attributes),
+                    _Message(f"{self._under(change.camera)}/{change.region}/state", change.state,
+                             retain=True),
+                    _Message(f"{self._under(change.camera)}/{change.region}/attributes",
+                             json.dumps(attributes),
                              retain=True)):
                 self._current[message.topic] = self._pending[message.topic] = message
             self._wake.notify()
 
     def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
         """A region that is gone loses its retained state and its Home Assistant entity."""
-        names = {r.name for r in regions}
+        names = {r.topic for r in regions}
         with self._wake:
-            gone = {r.name for r in self._regions} - names
+            gone = {r.topic for r in self._regions} - names
             self._regions = regions
             self._removed = (self._removed | gone) - names
             self._clear_states(gone)
@@ -210,13 +217,22 @@ class MqttSink(Sink):
         self._pending[topic] = _Message(topic, payload, retain=True, qos=1)
         self._wake.notify()
 
+    def _under(self, camera: str | None) -> str:
+        """Where a camera's topics go: `<prefix>/<node>`, or `<prefix>/<node>/<camera>`."""
+        return self.base if camera is None else f"{self.base}/{camera}"
+
     def on_stats(self, snapshot: Snapshot) -> None:
+        if snapshot.cameras:  # each camera had its own status
+            return
         with self._wake:
             dropped = self.dropped
             payload = {"time": round(time.time(), 3), **snapshot.status_fields(),
                        "mqtt_dropped": dropped}
-            self._status = _Message(f"{self.base}/status", json.dumps(payload),
-                                    retain=self.config.retain_status)
+            if snapshot.camera is not None:
+                payload["camera"] = snapshot.camera
+            topic = f"{self._under(snapshot.camera)}/status"
+            self._statuses[topic] = _Message(topic, json.dumps(payload),
+                                             retain=self.config.retain_status)
             self._wake.notify()
         if dropped > self._reported_dropped:
             emit("mqtt", f"mqtt: dropped {dropped - self._reported_dropped} predictions "
@@ -231,7 +247,7 @@ class MqttSink(Sink):
         with self._wake:
             while True:
                 pending = (bool(self._predictions) or bool(self._pending)
-                           or self._status is not None)
+                           or bool(self._statuses))
                 # "up" once on_connect has subscribed: a retained config of an earlier run
                 # then arrives before this run's replaces it.
                 if pending and self._link == "up" and self._client.is_connected():
@@ -239,8 +255,7 @@ class MqttSink(Sink):
                         return self._pending.pop(next(iter(self._pending)))
                     if self._predictions:
                         return self._predictions.popleft()
-                    status, self._status = self._status, None
-                    return status
+                    return self._statuses.pop(next(iter(self._statuses)))
                 if self._stopping:
                     return None
                 self._wake.wait()
@@ -313,7 +328,7 @@ class MqttSink(Sink):
         except (ValueError, AttributeError):
             return
         with self._wake:
-            current = {r.name for r in self._regions}
+            current = {component_id(r.topic) for r in self._regions}
             stale = {name for name, entry in components.items()
                      if isinstance(entry, dict) and len(entry) > 1 and name not in current}
             if stale - self._removed:

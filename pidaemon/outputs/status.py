@@ -12,4 +12,5 @@ class StatusSink(Sink):
         self.notifier = notifier
 
     def on_stats(self, snapshot: Snapshot) -> None:
-        self.notifier.status(snapshot.status)
+        if snapshot.camera is None:  # the whole, not one camera of several
+            self.notifier.status(snapshot.status)

@@ -70,8 +70,11 @@ class CaptureWorker(Worker):
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
                  first_seq: int = 1, regions: tuple[Region, ...] = (),
-                 tap: FrameTap | None = None) -> None:
-        super().__init__("capture")
+                 camera: str | None = None, tap: FrameTap | None = None) -> None:
+        super().__init__("capture" if camera is None else f"capture {camera}")
+        self.camera = camera  # the name in `cameras:`, on every frame and camera event
+        self._tag = "camera" if camera is None else f"camera {camera}"
+        self._who = {} if camera is None else {"camera": camera}
         self.regions = regions  # replaced whole by a reload, read once per frame
         self.tap = tap or FrameTap()
         self.source = source
@@ -123,13 +126,14 @@ class CaptureWorker(Worker):
         now = time.monotonic()
         device, grant = self.config.device, self.source.grant
         if self._lost_at is not None:
-            emit("camera", f"camera: recovered {device} after {now - self._lost_at:.1f} s: "
-                 f"{grant.text}", state="recovered", device=str(device), **grant.fields)
+            emit("camera", f"{self._tag}: recovered {device} after {now - self._lost_at:.1f} s: "
+                 f"{grant.text}", state="recovered", device=str(device), **self._who,
+                 **grant.fields)
         else:
             asked = f"{self.config.width}x{self.config.height} at {self.config.fps:.1f} fps"
             what = f" (asked {asked})" if self.source.negotiates else ""
-            emit("camera", f"camera: opened {device} ({grant.backend}): {grant.text}{what}",
-                 state="opened", device=str(device), **grant.fields)
+            emit("camera", f"{self._tag}: opened {device} ({grant.backend}): {grant.text}{what}",
+                 state="opened", device=str(device), **self._who, **grant.fields)
         self.state = CameraState.STREAMING
         self.status = f"streaming {device}: {grant.text}"
         self._backoff = BACKOFF_FIRST
@@ -162,9 +166,9 @@ class CaptureWorker(Worker):
         if self.state is CameraState.STARTING:  # a lost camera was reported when it was lost
             self.state = CameraState.WAITING
             self._lost_at = time.monotonic()
-            emit("camera", f"camera: waiting for {device}: {reason}; retrying with backoff "
+            emit("camera", f"{self._tag}: waiting for {device}: {reason}; retrying with backoff "
                  f"{BACKOFF_FIRST:g} s up to {BACKOFF_MAX:g} s", logging.WARNING,
-                 state="waiting", device=str(device), reason=reason)
+                 state="waiting", device=str(device), **self._who, reason=reason)
         self.status = f"waiting for camera {device}: {reason}"
         self._next_attempt = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
@@ -175,9 +179,9 @@ class CaptureWorker(Worker):
         self.state = CameraState.LOST
         self._lost_at = time.monotonic()
         self.status = f"camera {device} lost: {reason}; retrying"
-        emit("camera", f"camera: lost {device}: {reason}; retrying with backoff "
+        emit("camera", f"{self._tag}: lost {device}: {reason}; retrying with backoff "
              f"{BACKOFF_FIRST:g} s up to {BACKOFF_MAX:g} s", logging.WARNING, state="lost",
-             device=str(device), reason=reason)
+             device=str(device), **self._who, reason=reason)
         self._backoff = BACKOFF_FIRST
         self._next_attempt = time.monotonic() + BACKOFF_FIRST
 
@@ -201,9 +205,10 @@ class CaptureWorker(Worker):
         if not is_valid_frame(image):
             self.bad_frames += 1
             if self.bad_frames == 1:
-                emit("camera", f"camera: skipping a bad frame from {self.config.device} "
+                emit("camera", f"{self._tag}: skipping a bad frame from {self.config.device} "
                      f"({_describe(image)}); bad frames are counted in the stats",
-                     logging.WARNING, state="bad_frame", device=str(self.config.device))
+                     logging.WARNING, state="bad_frame", device=str(self.config.device),
+                     **self._who)
             self._check_stall(now)
             return
         self._last_frame_at = now
@@ -218,9 +223,10 @@ class CaptureWorker(Worker):
     def _prepare(self, image: np.ndarray, now: float) -> Frame:
         regions = self.regions
         if not regions:
-            return Frame(self._seq, now, self._normalize(crop_and_resize(image)))
+            return Frame(self._seq, now, self._normalize(crop_and_resize(image)),
+                         camera=self.camera)
         crops = [crop_box(image, region.box) for region in regions]
-        return Frame(self._seq, now, self._normalize.many(crops), regions)
+        return Frame(self._seq, now, self._normalize.many(crops), regions, self.camera)
 
     def _read_failed(self, now: float) -> None:
         if not self.source.live:
@@ -230,8 +236,8 @@ class CaptureWorker(Worker):
                 return
             self.state = CameraState.ENDED
             self.status = f"end of {self.config.device}"
-            emit("camera", f"camera: end of {self.config.device}", state="ended",
-                 device=str(self.config.device))
+            emit("camera", f"{self._tag}: end of {self.config.device}", state="ended",
+                 device=str(self.config.device), **self._who)
             self.stop_event.set()
             return
         reason = self.source.gone()

@@ -20,12 +20,13 @@ class QueueClosed(Exception):
 class DropOldestQueue(Generic[T]):
     """Thread-safe bounded FIFO: `put` never blocks, it evicts the oldest item when full."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, cond: threading.Condition | None = None) -> None:
+        """`cond` lets one consumer wait on several queues at once (FairQueues)."""
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self._items: deque[T] = deque()
         self._maxsize = maxsize
-        self._cond = threading.Condition()
+        self._cond = cond or threading.Condition()
         self._closed = False
         self.dropped = 0
 
@@ -73,3 +74,58 @@ class DropOldestQueue(Generic[T]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
+
+
+class FairQueues(Generic[T]):
+    """One drop-oldest queue per camera, all waited on together by one consumer.
+
+    `take` hands out the oldest item of every queue that has one, starting after the queue
+    served first last time: each camera gets its turn however fast the others are.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._cond = threading.Condition()
+        self._maxsize = maxsize
+        self._queues: dict[str | None, DropOldestQueue[T]] = {}
+        self._start = 0
+
+    def add(self, name: str | None) -> DropOldestQueue[T]:
+        with self._cond:
+            queue: DropOldestQueue[T] = DropOldestQueue(self._maxsize, self._cond)
+            self._queues[name] = queue
+            return queue
+
+    def remove(self, name: str | None) -> None:
+        with self._cond:
+            self._queues.pop(name, None)
+
+    def take(self, timeout: float) -> list[T]:
+        """One item of each non-empty queue (empty after `timeout`); QueueClosed once closed."""
+        with self._cond:
+            queues = list(self._queues.values())
+            if not any(len(q._items) for q in queues):
+                if all(q._closed for q in queues) and queues:
+                    raise QueueClosed
+                self._cond.wait(timeout)
+                queues = list(self._queues.values())
+            n = len(queues)
+            order = [queues[(self._start + i) % n] for i in range(n)] if n else []
+            taken = [q._items.popleft() for q in order if q._items]
+            if taken:
+                self._start = (self._start + 1) % n
+            elif queues and all(q._closed for q in queues):
+                raise QueueClosed
+            return taken
+
+    def resize(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        for queue in list(self._queues.values()):
+            queue.resize(maxsize)
+
+    def close(self) -> None:
+        for queue in list(self._queues.values()):
+            queue.close()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return sum(len(q._items) for q in self._queues.values())

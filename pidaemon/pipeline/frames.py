@@ -19,6 +19,7 @@ class Frame:
     # the inference thread only runs the model.
     batch: torch.Tensor
     regions: tuple[Region, ...] = ()  # the regions of the rows, as configured at capture
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Result:
     classes: list[int]  # with regions: the first region's
     scores: list[float]
     regions: tuple[RegionResult, ...] = ()
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
 
     @property
     def latency_ms(self) -> float:

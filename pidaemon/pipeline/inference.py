@@ -1,6 +1,9 @@
-"""The inference thread: freshest frame in, top-k classes out (for each region of it).
+"""The inference thread: freshest frame of each camera in, top-k classes out (per region).
 
-The regions of a frame that share a model go through it in one batched call.
+Each round takes the freshest frame of every camera that has one (FairQueues), so every camera
+gets its turn under overload. The rows of all those frames (one per frame, or one per region)
+that share a model go through it in one batched call, when batching is the faster way
+(BatchChooser); else frame by frame.
 
 Torch's intra-op thread count is set here, in the thread that runs the model, because the
 OpenMP setting is per calling thread. One failing frame is logged with its sequence number and
@@ -12,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import Classifier
 from pidaemon.model.regions import Models
-from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
+from pidaemon.pipeline.batching import BatchChooser
+from pidaemon.pipeline.framequeue import DropOldestQueue, FairQueues, QueueClosed
 from pidaemon.pipeline.frames import Frame, RegionResult, Result
 from pidaemon.pipeline.worker import Worker
 
@@ -30,10 +34,11 @@ class LiveSettings:
     threads: int
     top_k: int
     max_consecutive_errors: int
+    batch: BatchChooser = field(default_factory=BatchChooser)
 
 
 class InferenceWorker(Worker):
-    def __init__(self, classifier: Classifier, frames: DropOldestQueue[Frame],
+    def __init__(self, classifier: Classifier, frames: FairQueues[Frame],
                  results: DropOldestQueue[Result], settings: LiveSettings) -> None:
         super().__init__("inference")
         self.classifier = classifier
@@ -44,6 +49,7 @@ class InferenceWorker(Worker):
         self.processed = 0
         self.failed_frames = 0
         self.busy = False
+        self.per_camera: dict[str | None, list[int]] = {}  # processed, failed
         self._consecutive_failures = 0
         self._threads_for: tuple[int, Classifier | None] = (0, None)
 
@@ -56,68 +62,100 @@ class InferenceWorker(Worker):
 
         wanted = (self.settings.threads, self.classifier)
         if wanted != self._threads_for:
+            if self._threads_for[1] is not None and self._threads_for[1] is not self.classifier:
+                self.settings.batch.reset()
             torch.set_num_threads(self.settings.threads)
             self._threads_for = wanted
 
     def step(self) -> None:
         try:
-            frame = self.frames.get(timeout=0.5)
+            frames = self.frames.take(timeout=0.5)
         except QueueClosed:
             self.stop_event.set()
             return
-        if frame is None:
+        if not frames:
             return
         self._apply_threads()
         self.busy = True
         try:
-            self._infer(frame)
+            chooser = self.settings.batch
+            batched = len(frames) > 1 and chooser.batch_now()
+            started = time.monotonic()
+            for group in ([frames] if batched else [[f] for f in frames]):
+                self._infer(group)
+            if len(frames) > 1:
+                chooser.record(batched, len(frames), time.monotonic() - started)
         finally:
             self.busy = False
 
-    def _infer(self, frame: Frame) -> None:
+    def _infer(self, frames: list[Frame]) -> None:
         started = time.monotonic()
         try:
-            if frame.regions:
-                regions = self._classify_regions(frame)
-                classes, scores = (regions[0].classes, regions[0].scores) if regions else ([], [])
-            else:
-                regions = ()
-                classes, scores = self.classifier.top_k(frame.batch, self.settings.top_k)
-        except Exception as exc:
-            self.failed_frames += 1
-            self._consecutive_failures += 1
-            emit("inference_error", f"inference failed on frame seq={frame.seq}: "
-                 f"{first_line(exc)}", logging.ERROR, seq=frame.seq)
-            limit = self.settings.max_consecutive_errors
-            if self._consecutive_failures > limit:
-                raise WorkerFailed(f"inference failed on {self._consecutive_failures} frames in "
-                                   f"a row (limit inference.max_consecutive_errors={limit})"
-                                   ) from exc
+            answers = self._classify(frames)
+        except Exception as exc:  # noqa: BLE001 - counted per frame; a run of them ends it
+            for frame in frames:
+                self._failed(frame, exc)
             return
         finished = time.monotonic()
         self._consecutive_failures = 0
-        self.processed += 1
-        result = Result(frame.seq, frame.captured_at, finished, (finished - started) * 1000,
-                        classes, scores, regions)
-        try:
-            self.results.put(result)
-        except QueueClosed:
-            self.stop_event.set()
+        inference_ms = (finished - started) * 1000
+        for frame, regions in zip(frames, answers, strict=True):
+            self.processed += 1
+            self._count(frame.camera, 0)
+            if frame.regions:
+                classes, scores = (regions[0].classes, regions[0].scores) if regions else ([], [])
+            else:
+                classes, scores = regions[0].classes, regions[0].scores
+                regions = ()
+            result = Result(frame.seq, frame.captured_at, finished, inference_ms, classes,
+                            scores, regions, frame.camera)
+            try:
+                self.results.put(result)
+            except QueueClosed:
+                self.stop_event.set()
 
-    def _classify_regions(self, frame: Frame) -> tuple[RegionResult, ...]:
-        """One batched call per model; a region whose model a reload removed is skipped."""
+    def _count(self, camera: str | None, which: int) -> None:
+        self.per_camera.setdefault(camera, [0, 0])[which] += 1
+
+    def _failed(self, frame: Frame, exc: Exception) -> None:
+        self.failed_frames += 1
+        self._count(frame.camera, 1)
+        self._consecutive_failures += 1
+        where = {} if frame.camera is None else {"camera": frame.camera}
+        emit("inference_error", f"inference failed on frame seq={frame.seq}"
+             f"{'' if frame.camera is None else ' of ' + frame.camera}: {first_line(exc)}",
+             logging.ERROR, seq=frame.seq, **where)
+        limit = self.settings.max_consecutive_errors
+        if self._consecutive_failures > limit:
+            raise WorkerFailed(f"inference failed on {self._consecutive_failures} frames in "
+                               f"a row (limit inference.max_consecutive_errors={limit})"
+                               ) from exc
+
+    def _classify(self, frames: list[Frame]) -> list[tuple[RegionResult, ...]]:
+        """Every row of every frame, one batched call per model.
+
+        A row is a whole frame (name "") or a region; a region whose model a reload removed is
+        skipped.
+        """
+        import torch
+
         models = self.models
-        rows: dict[int, RegionResult] = {}
-        groups: dict[object, list[int]] = {}
-        for row, region in enumerate(frame.regions):
-            groups.setdefault(region.model, []).append(row)
-        for key, indices in groups.items():
+        groups: dict[object, list[tuple[int, int]]] = {}  # model -> (frame, row)
+        for f, frame in enumerate(frames):
+            keys = [r.model for r in frame.regions] if frame.regions else [None]
+            for row, key in enumerate(keys):
+                groups.setdefault(key, []).append((f, row))
+        answers: list[dict[int, RegionResult]] = [{} for _ in frames]
+        for key, rows in groups.items():
             classifier = models.get(key)  # type: ignore[call-overload]
             if classifier is None:
                 continue
-            batch = frame.batch if len(indices) == len(frame.regions) else frame.batch[indices]
-            for row, (classes, scores) in zip(
-                    indices, classifier.top_k_batch(batch, self.settings.top_k), strict=True):
-                rows[row] = RegionResult(frame.regions[row].name, classes, scores,
-                                         classifier.labels)
-        return tuple(rows[row] for row in sorted(rows))
+            whole = len(frames) == 1 and len(rows) == len(frames[0].batch)
+            batch = frames[0].batch if whole else torch.cat(
+                [frames[f].batch[row:row + 1] for f, row in rows])
+            for (f, row), (classes, scores) in zip(
+                    rows, classifier.top_k_batch(batch, self.settings.top_k), strict=True):
+                regions = frames[f].regions
+                name = regions[row].name if regions else ""
+                answers[f][row] = RegionResult(name, classes, scores, classifier.labels)
+        return [tuple(a[row] for row in sorted(a)) for a in answers]

@@ -1,84 +1,96 @@
-"""The Pipeline: capture, inference and results threads around two drop-oldest queues.
+"""The Pipeline: a capture thread per camera, one inference thread, one results thread.
 
-It owns everything that moves frames: the queues, the three workers and their start and stop
-order, the counters (capture totals go on across camera restarts), capture restarts, model swaps
-and liveness. The service keeps signals, systemd and reload; the bench builds the very same
-Pipeline around a simulated camera.
+It owns everything that moves frames: a drop-oldest queue per camera (FairQueues), the workers
+and their start and stop order, the counters (capture totals go on across camera restarts),
+camera restarts, additions and removals, model swaps and liveness. The service keeps signals,
+systemd and reload; the bench builds the very same Pipeline around simulated cameras.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 
 from pidaemon.config import CameraConfig, Config
 from pidaemon.config.regions import Region
+from pidaemon.config.schema import NamedCamera
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import Classifier
 from pidaemon.model.regions import Models
 from pidaemon.pipeline.capture import CaptureWorker
-from pidaemon.pipeline.framequeue import DropOldestQueue
+from pidaemon.pipeline.feed import JOIN_TIMEOUT, CameraFeed
+from pidaemon.pipeline.framequeue import DropOldestQueue, FairQueues
 from pidaemon.pipeline.frames import Frame, Result
 from pidaemon.pipeline.inference import InferenceWorker, LiveSettings
-from pidaemon.pipeline.results import ResultsWorker
+from pidaemon.pipeline.results import ResultsWorker, Window
 from pidaemon.pipeline.sink import Sink
-from pidaemon.pipeline.snapshot import (
-    Counters,
-    ModelInfo,
-    RegionInfo,
-    Snapshot,
-    SourceStatus,
-    Stats,
-)
-from pidaemon.pipeline.state import SteadyState
+from pidaemon.pipeline.snapshot import Counters, ModelInfo, RegionInfo, Snapshot, Stats
 from pidaemon.pipeline.tap import FrameTap
 from pidaemon.pipeline.worker import Worker
-from pidaemon.sources import CameraState, FrameSource
+from pidaemon.sources import FrameSource
 
 RESULTS_BUFFER = 256
-JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
+NO_WINDOW = Window(0.0, None, None)
 
 
 class Pipeline:
-    def __init__(self, classifier: Classifier, config: Config, source: FrameSource,
-                 sinks: list[Sink], models: Models | None = None,
-                 tap: FrameTap | None = None) -> None:
+    def __init__(self, classifier: Classifier, config: Config,
+                 sources: FrameSource | Mapping[str | None, FrameSource], sinks: list[Sink],
+                 models: Models | None = None, tap: FrameTap | None = None) -> None:
+        """`sources`: one per camera of `config.feeds()`, by name (a bare one: `camera:`).
+        `tap` shows the first camera's newest image to the live page."""
         self.classifier = classifier
         self.models: Models = models or {None: classifier}  # the classifiers regions use
-        self.regions: tuple[Region, ...] = config.regions
-        self.states = {r.name: SteadyState(r.name, r.state) for r in self.regions}
-        self.tap = tap or FrameTap()  # the camera's newest image, for a live view
+        self.tap = tap or FrameTap()
         self.sinks = sinks
-        self.frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue.size)
+        self.frames: FairQueues[Frame] = FairQueues(config.queue.size)
         self.results: DropOldestQueue[Result] = DropOldestQueue(RESULTS_BUFFER)
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
-        self.capture = CaptureWorker(source, config.camera, self.frames, regions=self.regions,
-                                     tap=self.tap)
+        if not isinstance(sources, Mapping):
+            sources = {config.feeds()[0].name: sources}
+        feeds = config.feeds()
+        self.feeds: dict[str | None, CameraFeed] = {
+            named.name: CameraFeed(named, sources[named.name], self.frames.add(named.name),
+                                   self.tap if named is feeds[0] else None)
+            for named in feeds}
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
         self.inference.models = self.models
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
-        self._retired = Counters()  # capture totals of cameras since replaced
+        self._retired = Counters()  # totals of cameras since removed
         self._stats: Stats | None = None
 
     @property
+    def capture(self) -> CaptureWorker:
+        """The first camera's capture thread (the only one without `cameras:`)."""
+        return next(iter(self.feeds.values())).capture
+
+    @property
+    def named(self) -> bool:
+        return None not in self.feeds
+
+    @property
     def workers(self) -> list[Worker]:
-        return [self.capture, self.inference, self.results_worker]
+        return [*(f.capture for f in self.feeds.values()), self.inference, self.results_worker]
 
     # -- start and stop -----------------------------------------------------------------------
     def start(self) -> None:
         """Consumers first, so the first frame finds its way through."""
         self._announce_regions()
-        for worker in (self.results_worker, self.inference, self.capture):
-            worker.start()
+        self.results_worker.start()
+        self.inference.start()
+        for feed in self.feeds.values():
+            feed.capture.start()
 
     def wait_for_capture_attempt(self, timeout: float) -> None:
-        """Until the capture thread has tried the source once (READY's promise)."""
+        """Until every capture thread has tried its source once (READY's promise)."""
         deadline = time.monotonic() + timeout
-        while self.capture.state is CameraState.STARTING and time.monotonic() < deadline:
+        while (not all(f.attempted for f in self.feeds.values())
+               and time.monotonic() < deadline):
             time.sleep(0.01)
 
     def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
@@ -87,7 +99,10 @@ class Pipeline:
         Each thread gets `timeout`; one that hangs is left behind with a warning.
         """
         self.frames.close()
-        for worker in (self.capture, self.inference):
+        captures = [f.capture for f in self.feeds.values()]
+        for worker in captures:
+            worker.stop()
+        for worker in (*captures, self.inference):
             worker.stop()
             self._join(worker, timeout)
         self.results.close()  # the results thread drains it, then ends on QueueClosed
@@ -103,14 +118,31 @@ class Pipeline:
                  f"exiting without it", logging.WARNING)
 
     # -- changes while running ----------------------------------------------------------------
-    def restart_capture(self, source: FrameSource, config: CameraConfig) -> None:
-        old = self.capture
-        old.stop()
-        old.join(JOIN_TIMEOUT)
-        self._retired = self._retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
-        self.capture = CaptureWorker(source, config, self.frames, old.next_seq, self.regions,
-                                     self.tap)
-        self.capture.start()
+    def restart_capture(self, source: FrameSource, config: CameraConfig,
+                        camera: str | None = None) -> None:
+        """Reopen one camera; the others keep streaming."""
+        self.feeds[camera].restart(source, config)
+
+    def set_cameras(self, config: Config, make_source: Callable[[CameraConfig], FrameSource],
+                    changed: set[str | None]) -> None:
+        """Cameras of `config` added, removed, or (named in `changed`) reopened, alone."""
+        wanted = {named.name: named for named in config.feeds()}
+        for name in [n for n in self.feeds if n not in wanted]:
+            feed = self.feeds.pop(name)
+            feed.capture.stop()
+            feed.capture.join(JOIN_TIMEOUT)
+            self.frames.remove(name)
+            self._retired = self._retired + feed.counters(0, 0)
+        for name, named in wanted.items():
+            if name not in self.feeds:
+                self._add(named, make_source(named.camera))
+            elif name in changed:
+                self.feeds[name].restart(make_source(named.camera), named.camera)
+
+    def _add(self, named: NamedCamera, source: FrameSource) -> None:
+        feed = CameraFeed(named, source, self.frames.add(named.name))
+        self.feeds[named.name] = feed
+        feed.capture.start()
 
     def swap_model(self, classifier: Classifier) -> None:
         """The next frame runs on `classifier`; the frame in flight finishes on the old one."""
@@ -130,22 +162,20 @@ class Pipeline:
         self.frames.resize(config.queue.size)
         for sink in self.sinks:
             sink.reconfigure(config)
-        self.set_regions(config.regions)
+        for named in config.feeds():
+            if named.name in self.feeds:
+                self.feeds[named.name].set_regions(named.regions)
+        self._announce_regions()
 
-    def set_regions(self, regions: tuple[Region, ...]) -> None:
+    def set_regions(self, regions: tuple[Region, ...], camera: str | None = None) -> None:
         """New boxes apply from the next frame; a kept region keeps its state."""
-        states = {}
-        for region in regions:
-            states[region.name] = self.states.get(region.name) or SteadyState(region.name,
-                                                                              region.state)
-            states[region.name].config = region.state
-        self.states = states
-        self.regions = self.capture.regions = regions
+        self.feeds[camera].set_regions(regions)
         self._announce_regions()
 
     def region_infos(self) -> tuple[RegionInfo, ...]:
-        return tuple(RegionInfo(r.name, r.box, self.models[r.model].labels)
-                     for r in self.regions if r.model in self.models)
+        return tuple(RegionInfo(r.name, r.box, self.models[r.model].labels, feed.name)
+                     for feed in self.feeds.values() for r in feed.regions
+                     if r.model in self.models)
 
     def _announce_regions(self) -> None:
         infos = self.region_infos()
@@ -154,24 +184,39 @@ class Pipeline:
 
     # -- state --------------------------------------------------------------------------------
     def counters(self) -> Counters:
-        capture, inference = self.capture, self.inference
-        return self._retired + Counters(
-            captured=capture.captured, processed=inference.processed, dropped=self.frames.dropped,
-            bad_frames=capture.bad_frames, failed_frames=inference.failed_frames)
+        total = self._retired
+        for feed in self.feeds.values():
+            total = total + feed.counters(0, 0)
+        return total + Counters(processed=self.inference.processed,
+                                failed_frames=self.inference.failed_frames)
+
+    def _feed_counters(self, feed: CameraFeed) -> Counters:
+        processed, failed = self.inference.per_camera.get(feed.name, (0, 0))
+        return feed.counters(processed, failed)
 
     def snapshot(self) -> Snapshot:
-        capture, classifier = self.capture, self.classifier
+        """The whole pipeline; with `cameras:`, each camera's snapshot in `cameras`."""
         stats = self._stats or Stats(0.0, None, None, Counters(), None, None)
         stats = Stats(stats.fps, stats.latency_p50_ms, stats.latency_p95_ms, self.counters(),
                       stats.label, stats.score)
-        source = SourceStatus(str(capture.config.device), capture.state, capture.status,
-                              capture.source.grant)
-        return Snapshot((source,), ModelInfo(classifier.description, classifier.engine,
-                                             classifier.labels),
-                        stats, self.results_worker.last)
+        sources = tuple(f.source_status() for f in self.feeds.values())
+        parts = tuple(self._camera_snapshot(f) for f in self.feeds.values()) if self.named else ()
+        return Snapshot(sources, self._model_info(), stats, self.results_worker.last,
+                        cameras=parts)
+
+    def _camera_snapshot(self, feed: CameraFeed) -> Snapshot:
+        stats = feed.stats or Stats(0.0, None, None, Counters(), None, None)
+        stats = Stats(stats.fps, stats.latency_p50_ms, stats.latency_p95_ms,
+                      self._feed_counters(feed), stats.label, stats.score)
+        return Snapshot((feed.source_status(),), self._model_info(), stats, feed.last,
+                        camera=feed.name)
+
+    def _model_info(self) -> ModelInfo:
+        classifier = self.classifier
+        return ModelInfo(classifier.description, classifier.engine, classifier.labels)
 
     def alive(self, window: float) -> bool:
-        """Every running worker made progress within `window` seconds."""
+        """Every running worker, every camera's capture thread too, made progress lately."""
         now = time.monotonic()
         return all(w.stale_for(now) < window for w in self.workers if w.is_alive())
 
@@ -185,30 +230,45 @@ class Pipeline:
 
     @property
     def finished(self) -> bool:
-        """A video file without loop has ended and every frame of it has been classified."""
-        return (self.capture.ended and len(self.frames) == 0 and not self.inference.busy)
+        """Every camera is a video file without loop that has ended, every frame classified."""
+        return (all(f.capture.ended for f in self.feeds.values()) and len(self.frames) == 0
+                and not self.inference.busy)
 
     # -- the results thread's listener --------------------------------------------------------
     def on_result(self, result: Result) -> None:
         labels = result.regions[0].labels if result.regions else self.classifier.labels
         for sink in self.sinks:
             sink.on_result(result, labels)
-        states = self.states
-        for region in result.regions:
-            tracker = states.get(region.name)
-            change = tracker.update(region, result.captured_at) if tracker else None
-            if change is not None:
-                for sink in self.sinks:
-                    sink.on_state(change)
+        feed = self.feeds.get(result.camera)
+        if feed is None:  # removed by a reload meanwhile
+            return
+        feed.last = result
+        for change in feed.state_changes(result):
+            for sink in self.sinks:
+                sink.on_state(change)
 
-    def on_window(self, fps: float, latency_p50_ms: float | None,
-                  latency_p95_ms: float | None, last: Result | None) -> None:
+    def on_windows(self, windows: dict[str | None, Window]) -> None:
+        for feed in self.feeds.values():
+            window = windows.get(feed.name, NO_WINDOW)
+            feed.stats = self._stats_of(window, feed.last, self._feed_counters(feed))
+        if not self.named:
+            self._stats = next(iter(self.feeds.values())).stats
+            snapshot = self.snapshot()
+            for sink in self.sinks:
+                sink.on_stats(snapshot)
+            return
+        self._stats = Stats(sum(w.fps for w in windows.values()), None, None, Counters(), None,
+                            None)
+        snapshot = self.snapshot()
+        for part in (*snapshot.cameras, snapshot):
+            for sink in self.sinks:
+                sink.on_stats(part)
+
+    def _stats_of(self, window: Window, last: Result | None, counters: Counters) -> Stats:
         label = score = None
         if last is not None and last.regions:
             label, score = last.regions[0].label, last.regions[0].scores[0]
         elif last is not None and last.scores:
             label, score = self.classifier.labels[last.classes[0]], last.scores[0]
-        self._stats = Stats(fps, latency_p50_ms, latency_p95_ms, self.counters(), label, score)
-        snapshot = self.snapshot()
-        for sink in self.sinks:
-            sink.on_stats(snapshot)
+        return Stats(window.fps, window.latency_p50_ms, window.latency_p95_ms, counters, label,
+                     score)

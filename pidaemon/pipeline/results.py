@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from pidaemon.pipeline.framequeue import DropOldestQueue, QueueClosed
@@ -15,13 +16,21 @@ from pidaemon.pipeline.frames import Result
 from pidaemon.pipeline.worker import Worker
 
 
+@dataclass(frozen=True)
+class Window:
+    """One camera's results in one output.interval."""
+
+    fps: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
 class ResultListener(Protocol):
     def on_result(self, result: Result) -> None:
         """One processed frame."""
 
-    def on_window(self, fps: float, latency_p50_ms: float | None,
-                  latency_p95_ms: float | None, last: Result | None) -> None:
-        """The end of one output.interval window."""
+    def on_windows(self, windows: dict[str | None, Window]) -> None:
+        """The end of one output.interval window: each camera that had results in it."""
 
 
 class ResultsWorker(Worker):
@@ -52,10 +61,18 @@ class ResultsWorker(Worker):
     def _close_window(self) -> None:
         now = time.monotonic()
         elapsed = max(now - self._window_start, 1e-6)
-        latencies = sorted(r.latency_ms for r in self._window)
-        p50 = statistics.median(latencies) if latencies else None
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
-        fps = len(self._window) / elapsed
+        by_camera: dict[str | None, list[Result]] = {}
+        for result in self._window:
+            by_camera.setdefault(result.camera, []).append(result)
+        windows = {camera: _window(results, elapsed)
+                   for camera, results in by_camera.items()}
         self._window = []
         self._window_start = now
-        self.listener.on_window(fps, p50, p95, self.last)
+        self.listener.on_windows(windows)
+
+
+def _window(results: list[Result], elapsed: float) -> Window:
+    latencies = sorted(r.latency_ms for r in results)
+    p50 = statistics.median(latencies)
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+    return Window(len(results) / elapsed, p50, p95)

@@ -77,6 +77,12 @@ class RegionInfo:
     name: str
     box: tuple[float, float, float, float]
     labels: list[str]
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
+
+    @property
+    def topic(self) -> str:
+        """Its MQTT topic levels and key in outputs: `gate`, or `garden/gate` with cameras."""
+        return self.name if self.camera is None else f"{self.camera}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,10 @@ class Snapshot:
     model: ModelInfo
     stats: Stats
     latest: Result | None
+    # With `cameras:` outputs get one snapshot per camera (`camera` set) each interval, then
+    # the whole (`cameras`: those per-camera snapshots); without, one snapshot as always.
+    camera: str | None = None
+    cameras: tuple[Snapshot, ...] = ()
 
     def status_fields(self) -> dict[str, object]:
         """The status JSON every output publishes (MQTT status topic, /api/status)."""
@@ -99,6 +109,23 @@ class Snapshot:
 
     @property
     def status(self) -> str:
-        """What systemd shows: a source that is down, else the stats summary."""
+        """What systemd shows: a source that is down, else the stats summary.
+
+        With several cameras, each in brief: `door 30.0 fps espresso · yard waiting for ...`.
+        """
+        if self.cameras:
+            return " · ".join(part.brief() for part in self.cameras)
         down = [s.status for s in self.sources if s.state.is_down]
         return "; ".join(down) if down else self.stats.summary()
+
+    def brief(self) -> str:
+        """One camera's part of the STATUS line."""
+        source = self.sources[0]
+        state = source.state
+        if state is CameraState.WAITING:
+            return f"{self.camera} waiting for {source.device}"
+        if state is CameraState.LOST:
+            return f"{self.camera} lost {source.device}, retrying"
+        if state in (CameraState.ENDED, CameraState.STARTING):
+            return f"{self.camera} {state.value}"
+        return f"{self.camera} {self.stats.fps:.1f} fps {self.stats.label or '-'}"

@@ -24,6 +24,12 @@ class StateChange:
     score: float  # the top-1 score of the result that made the change
     scores: dict[str, float]  # that result's top-k, label to score
     since: float  # Unix time of the change
+    camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
+
+    @property
+    def topic(self) -> str:
+        """As RegionInfo.topic: `gate`, or `garden/gate` with cameras."""
+        return self.region if self.camera is None else f"{self.camera}/{self.region}"
 
 
 class SteadyState:

@@ -21,8 +21,9 @@ class Notifier:
 
     def _send(self, *lines: str) -> None:
         if self._notifier is not None:
-            # sdnotify encodes as Latin-1 and silently drops what it cannot encode.
-            text = "\n".join(lines).encode("latin-1", "replace").decode("latin-1")
+            # sdnotify encodes as Latin-1; systemd reads UTF-8 (a STATUS such as `door 30.0 fps
+            # espresso · yard …`): hand it the UTF-8 bytes spelled as Latin-1.
+            text = "\n".join(lines).encode("utf-8").decode("latin-1")
             self._notifier.notify(text)
 
     def ready(self, status: str) -> None:
