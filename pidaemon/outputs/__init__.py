@@ -1,4 +1,4 @@
-"""Outputs: the log, MQTT and Prometheus metrics, each a Sink fed results and snapshots."""
+"""Outputs: the log, MQTT, Prometheus metrics and collect:, each a Sink fed results/snapshots."""
 
 from __future__ import annotations
 
@@ -21,4 +21,8 @@ def build_sinks(config: Config, view: StateView) -> list[Sink]:
         from pidaemon.outputs.metrics import MetricsSink
 
         sinks.append(MetricsSink(config, view))
+    if config.collect.directory is not None:
+        from pidaemon.outputs.collect import CollectSink
+
+        sinks.append(CollectSink(config.collect))
     return sinks

@@ -29,11 +29,12 @@ class CaptureWorker(Worker):
     """Reads frames, crops them to the model input and puts them on the queue."""
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
-                 first_seq: int = 1) -> None:
+                 first_seq: int = 1, keep_images: bool = False) -> None:
         super().__init__("capture")
         self.source = source
         self.config = config
         self.frames = frames
+        self.keep_images = keep_images  # the model input goes along for collect:
         self.state = CameraState.STARTING
         self.status = f"opening {config.device}"
         self.captured = 0
@@ -135,8 +136,10 @@ class CaptureWorker(Worker):
         self._last_frame_at = now
         self._seq += 1
         self.captured += 1
+        rgb = crop_and_resize(image)
         try:
-            self.frames.put(Frame(self._seq, now, self._normalize(crop_and_resize(image))))
+            self.frames.put(Frame(self._seq, now, self._normalize(rgb),
+                                  rgb if self.keep_images else None))
         except QueueClosed:
             self.stop_event.set()
 

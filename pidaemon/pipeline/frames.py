@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -14,6 +15,7 @@ class Frame:
     seq: int
     captured_at: float  # time.monotonic() just after the frame arrived
     batch: torch.Tensor  # 1x3x224x224 normalised RGB: the inference thread only runs the model
+    image: np.ndarray | None = None  # the 224x224 RGB it was made from, kept only to collect
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Result:
     inference_ms: float
     classes: list[int]
     scores: list[float]
+    image: np.ndarray | None = None  # the frame's, passed on for collect: (else None)
 
     @property
     def latency_ms(self) -> float:

@@ -98,7 +98,7 @@ class InferenceWorker(Worker):
         self._consecutive_failures = 0
         self.processed += 1
         result = Result(frame.seq, frame.captured_at, finished, (finished - started) * 1000,
-                        classes, scores)
+                        classes, scores, frame.image)
         try:
             self.results.put(result)
         except QueueClosed:

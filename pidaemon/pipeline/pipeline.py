@@ -40,7 +40,8 @@ class Pipeline:
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
-        self.capture = CaptureWorker(source, config.camera, self.frames)
+        self.capture = CaptureWorker(source, config.camera, self.frames,
+                                     keep_images=config.collect.directory is not None)
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
         self._retired = Counters()  # capture totals of cameras since replaced
@@ -89,7 +90,8 @@ class Pipeline:
         old.stop()
         old.join(JOIN_TIMEOUT)
         self._retired = self._retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
-        self.capture = CaptureWorker(source, config, self.frames, old.next_seq)
+        self.capture = CaptureWorker(source, config, self.frames, old.next_seq,
+                                     old.keep_images)
         self.capture.start()
 
     def swap_model(self, classifier: Classifier) -> None:
