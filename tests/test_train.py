@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+
+from pidaemon.bench.training import make_dataset as bench_dataset
 
 from .conftest import IMAGES, PHOTO_ORDER, WEIGHTS, pi_infer, write_config
 
@@ -24,28 +23,10 @@ PHOTO_LABEL = {photo: label for label, photos in LABEL_PHOTOS.items() for photo 
 PER_LABEL = 12
 
 
-def variation(image: np.ndarray, rng: random.Random) -> np.ndarray:
-    """A crop of 60-95 % of the photo somewhere in it, maybe flipped, lighter or darker."""
-    height, width = image.shape[:2]
-    scale = rng.uniform(0.6, 0.95)
-    h, w = int(height * scale), int(width * scale)
-    top, left = rng.randint(0, height - h), rng.randint(0, width - w)
-    out = image[top:top + h, left:left + w]
-    if rng.random() < 0.5:
-        out = cv2.flip(out, 1)
-    return cv2.convertScaleAbs(out, alpha=rng.uniform(0.6, 1.4), beta=rng.uniform(-20, 20))
-
-
 def make_dataset(root: Path, labels: dict[str, list[str]], per_label: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    for label, photos in labels.items():
-        folder = root / label
-        folder.mkdir(parents=True)
-        images = [cv2.imread(str(IMAGES / name)) for name in photos]
-        for i in range(per_label):
-            cv2.imwrite(str(folder / f"{label}-{i:02d}.jpg"), variation(images[i % len(images)],
-                                                                        rng))
-    return root
+    """Variations of the shared photos (crops, flips, brightness), as the bench makes them."""
+    paths = {label: [str(IMAGES / name) for name in names] for label, names in labels.items()}
+    return bench_dataset(root, paths, per_label, seed)
 
 
 def digest(folder: Path) -> dict[str, str]:
