@@ -65,7 +65,8 @@ def write_output(target: Path, module: Any, labels: list[str], report: dict[str,
                                       encoding="utf-8")
         (staging / REPORT).write_text(json.dumps({"tool": TOOL, **report}, indent=2) + "\n",
                                       encoding="utf-8")
-        for name in OURS:
+        for name in OURS:  # readable by the service's own user, whatever the umask
+            os.chmod(staging / name, 0o644)
             _fsync(staging / name)
         os.chmod(staging, 0o755)
         _swap_in(staging, target)
