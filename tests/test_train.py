@@ -8,12 +8,14 @@ the photos of a video through the daemon, as a user's own sensor would.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 
 from pidaemon.bench.training import make_dataset as bench_dataset
+from pidaemon.train.progress import Progress
 
 from .conftest import IMAGES, PHOTO_ORDER, WEIGHTS, pi_infer, write_config
 
@@ -50,6 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, base_cfg: Path) -> dict:
     result = pi_infer("train", str(dataset), "--output", str(output), "--config", str(base_cfg),
                       "--augment", "4", timeout=600)
     assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr  # no progress bar in a pipe
     return {"root": root, "dataset": dataset, "output": output, "stdout": result.stdout}
 
 
@@ -156,6 +159,23 @@ def test_training_again_replaces_an_earlier_output_whole(tmp_path: Path, base_cf
     assert json.loads((output / "report.json").read_text())["images"] == {"bird": 6,
                                                                           "espresso": 6}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        progress = Progress("features", 4, stream)
+        progress.advance(2)
+        progress.advance(2)
+        progress.close()
+    assert terminal.getvalue().startswith("\rfeatures [" + "#" * 15 + "." * 15 + "] 2/4")
+    assert "] 4/4 " in terminal.getvalue() and terminal.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
 
 
 def _bad_dataset(tmp_path: Path, case: str) -> Path:

@@ -12,8 +12,11 @@ import datetime
 import platform
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pidaemon import config as config_module
 from pidaemon.train.args import check_arguments
@@ -38,13 +41,14 @@ def run_train(args: argparse.Namespace) -> int:
     from pidaemon.train import model as model_module  # torch is imported only from here
 
     backbone, engine = model_module.load_backbone(cfg)
-    rng = random.Random(args.seed)
-    images, targets = _augmented(train, args.augment, rng)
-    images += [views(e.image, 1, rng)[0] for e in held_out]
-    progress = Progress("features", len(images))
+    targets = [e.label for e in train for _ in range(args.augment)]
+    total = len(targets) + len(held_out)
+    progress = Progress("features", total)
     features_started = time.monotonic()
     try:
-        features = model_module.extract(backbone, images, progress.advance)
+        features = model_module.extract(backbone, _views(train, held_out, args.augment,
+                                                         random.Random(args.seed)),
+                                        progress.advance)
     finally:
         progress.close()
     features_s = time.monotonic() - features_started
@@ -82,19 +86,17 @@ def run_train(args: argparse.Namespace) -> int:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_output(args.output, model_module.export(backbone, head), dataset.labels, report)
-    _say_done(args.output.resolve(), report, len(images))
+    _say_done(args.output.resolve(), report, total)
     return 0
 
 
-def _augmented(train: list[Example], count: int,
-               rng: random.Random) -> tuple[list[Any], list[int]]:
-    images: list[Any] = []
-    targets: list[int] = []
+def _views(train: list[Example], held_out: list[Example], count: int,
+           rng: random.Random) -> Iterator[np.ndarray]:
+    """`count` views of each training example, then the daemon's view of each held-out one."""
     for example in train:
-        shown = views(example.image, count, rng)
-        images += shown
-        targets += [example.label] * len(shown)
-    return images, targets
+        yield from views(example.image, count, rng)
+    for example in held_out:
+        yield views(example.image, 1, rng)[0]
 
 
 def confusion(truth: list[int], predicted: list[int], classes: int) -> list[list[int]]:

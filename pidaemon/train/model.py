@@ -10,8 +10,9 @@ them for the engine of the machine that loads it (x86 here, qnnpack on a Pi).
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -71,16 +72,16 @@ def load_backbone(config: Config) -> tuple[Backbone, str]:
     return Backbone(net).eval(), engine
 
 
-def extract(backbone: Backbone, images: list[np.ndarray],
+def extract(backbone: Backbone, images: Iterable[np.ndarray],
             advance: Callable[[int], None]) -> torch.Tensor:
-    """Features of 224x224 RGB images, in batches; `advance` is told each batch's size."""
+    """Features of 224x224 RGB images, a batch at a time (only one batch of views is ever in
+    memory: 800 views would take 120 MB); `advance` is told each batch's size."""
     normalize = Normalizer()
     out = []
+    stream = iter(images)
     with torch.inference_mode():
-        for start in range(0, len(images), BATCH):
-            chunk = images[start:start + BATCH]
-            batch = torch.cat([normalize(image) for image in chunk])
-            out.append(backbone(batch))
+        while chunk := list(itertools.islice(stream, BATCH)):
+            out.append(backbone(torch.cat([normalize(image) for image in chunk])))
             advance(len(chunk))
     return torch.cat(out) if out else torch.zeros(0, FEATURES)
 
