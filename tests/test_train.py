@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ import pytest
 from pidaemon.bench.training import make_dataset as bench_dataset
 from pidaemon.train.progress import Progress
 
-from .conftest import IMAGES, PHOTO_ORDER, WEIGHTS, pi_infer, write_config
+from .conftest import (
+    IMAGES,
+    PHOTO_ORDER,
+    WEIGHTS,
+    base_config,
+    pi_infer,
+    write_config,
+    write_video,
+)
 
 LABEL_PHOTOS = {"bird": ["bird.bmp"], "cat": ["chelsea.png", "cat_720p.jpg"],
                 "espresso": ["coffee.png"], "person": ["grace_hopper.jpg"]}
@@ -77,6 +86,8 @@ def test_train_writes_the_model_labels_and_report(trained: dict) -> None:
     # The lines a user pastes into the config, and the skipped file named.
     assert f"torchscript: {output.resolve() / 'model.pt'}" in trained["stdout"]
     assert f"labels: {output.resolve() / 'labels.txt'}" in trained["stdout"]
+    assert f"weights: null  # torchscript replaces it (train again with --config naming " \
+           f"{WEIGHTS})" in trained["stdout"]
     assert "skipped 1 unreadable file(s)" in trained["stdout"]
     # Nothing left beside the output folder.
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]
@@ -119,6 +130,34 @@ def test_daemon_runs_the_trained_model_on_a_video(trained: dict, tmp_path: Path,
             runs.append(prediction["label"])
     shown = [PHOTO_LABEL[name] for name in PHOTO_ORDER]
     assert runs == shown, [(p["label"], p["score"]) for p in predictions]
+
+
+def test_a_reload_deploys_the_trained_model(trained: dict, tmp_path: Path, cache_dir: Path,
+                                             start_daemon) -> None:
+    """README's step 4: the lines `train` printed, then SIGHUP; the daemon keeps running."""
+    bird = write_video(tmp_path / "bird.avi", ["bird.bmp"], 1.0)
+    path = tmp_path / "c.yaml"
+    config = base_config(cache_dir, camera={"loop": True, "device": str(bird)},
+                         output={"every_frame": True})
+    write_config(path, config)
+    daemon = start_daemon("--config", str(path))
+    daemon.wait_for(lambda e: e["event"] == "prediction" and len(e["classes"]) == 5)
+    pid = daemon.proc.pid
+    config["model"].update(torchscript=str(trained["output"] / "model.pt"),
+                           labels=str(trained["output"] / "labels.txt"), weights=None)
+    write_config(path, config)
+    daemon.signal(signal.SIGHUP)
+    model = str(trained["output"] / "model.pt")
+    daemon.wait_for(lambda e: e["event"] == "model" and
+                    e["message"].startswith(f"model: reloaded TorchScript {model}"), timeout=90)
+    after = len(daemon.of("prediction"))
+    daemon.wait_for(lambda e: len(daemon.of("prediction")) >= after + 5)
+    for prediction in daemon.of("prediction")[-3:]:
+        assert prediction["label"] == "bird", prediction
+        assert sorted(prediction["labels"]) == sorted(LABEL_PHOTOS), prediction
+    assert daemon.proc.pid == pid and daemon.proc.poll() is None
+    daemon.signal(signal.SIGTERM)
+    assert daemon.finish() == 0
 
 
 def test_a_model_below_min_accuracy_is_not_written(tmp_path: Path, base_cfg: Path,

@@ -86,7 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_output(args.output, model_module.export(backbone, head), dataset.labels, report)
-    _say_done(args.output.resolve(), report, total)
+    _say_done(args.output.resolve(), report, total, cfg.model.weights)
     return 0
 
 
@@ -125,7 +125,8 @@ def _say_unreadable(dataset: Dataset) -> None:
           f"{f' and {more} more (listed in report.json)' if more > 0 else ''}", flush=True)
 
 
-def _say_done(output: Path, report: dict[str, Any], views_total: int) -> None:
+def _say_done(output: Path, report: dict[str, Any], views_total: int,
+              weights: str | None) -> None:
     counts = ", ".join(f"{label} {n}" for label, n in report["images"].items())
     seconds = report["training_seconds"]
     print(f"trained {len(report['labels'])} labels ({counts}) from {views_total} views in "
@@ -135,3 +136,6 @@ def _say_done(output: Path, report: dict[str, Any], views_total: int) -> None:
     print("model:")
     print(f"  torchscript: {output / MODEL}")
     print(f"  labels: {output / LABELS}")
+    if weights is not None:  # the config check refuses both; train needs them, the daemon not
+        print(f"  weights: null  # torchscript replaces it (train again with --config naming "
+              f"{weights})")
