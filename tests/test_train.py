@@ -20,6 +20,7 @@ from pidaemon.train.progress import Progress
 
 from .conftest import (
     IMAGES,
+    LABELS,
     PHOTO_ORDER,
     WEIGHTS,
     base_config,
@@ -158,6 +159,34 @@ def test_a_reload_deploys_the_trained_model(trained: dict, tmp_path: Path, cache
     assert daemon.proc.pid == pid and daemon.proc.poll() is None
     daemon.signal(signal.SIGTERM)
     assert daemon.finish() == 0
+
+
+def test_results_of_the_old_model_keep_its_labels_after_a_swap(trained: dict) -> None:
+    """A reload to a model with other labels: results still queued from the old model (class
+    900 of 1000) used to be named with the new 4 labels, and the results thread died."""
+    from pidaemon.config import Config, InferenceConfig, ModelConfig
+    from pidaemon.model.classifier import load_classifier
+    from pidaemon.pipeline import Pipeline, Result
+
+    from .test_pipeline_object import PhotoCamera, Recorder
+
+    mine = load_classifier(ModelConfig(torchscript=str(trained["output"] / "model.pt"),
+                                       labels=str(trained["output"] / "labels.txt")),
+                           InferenceConfig(threads=1))
+    recorder = Recorder()
+    named: list[str] = []
+
+    class Names(Recorder):
+        def on_result(self, result: Result, labels: list[str]) -> None:
+            named.append(labels[result.classes[0]])
+
+    pipeline = Pipeline(mine, Config(), PhotoCamera("bird.bmp"), [recorder, Names()])
+    imagenet = LABELS.read_text().splitlines()
+    old = Result(1, 0.0, 0.01, 10.0, [900, 1], [0.9, 0.1], labels=imagenet)
+    pipeline.on_result(old)
+    pipeline.on_window(10.0, 10.0, 10.0, old)
+    assert named == [imagenet[900]]
+    assert pipeline.snapshot().stats.label == imagenet[900]
 
 
 def test_a_model_below_min_accuracy_is_not_written(tmp_path: Path, base_cfg: Path,

@@ -27,6 +27,9 @@ class Result:
     classes: list[int]
     scores: list[float]
     image: np.ndarray | None = None  # the frame's, passed on for collect: (else None)
+    # The labels of the model that made it: after a reload swaps in a model with other labels,
+    # results still queued from the old one must not be named with the new labels.
+    labels: list[str] | None = None
 
     @property
     def latency_ms(self) -> float:

@@ -80,9 +80,10 @@ class InferenceWorker(Worker):
             self.busy = False
 
     def _infer(self, frame: Frame) -> None:
+        classifier = self.classifier  # a reload may swap it meanwhile
         started = time.monotonic()
         try:
-            classes, scores = self.classifier.top_k(frame.batch, self.settings.top_k)
+            classes, scores = classifier.top_k(frame.batch, self.settings.top_k)
         except Exception as exc:
             self.failed_frames += 1
             self._consecutive_failures += 1
@@ -98,7 +99,7 @@ class InferenceWorker(Worker):
         self._consecutive_failures = 0
         self.processed += 1
         result = Result(frame.seq, frame.captured_at, finished, (finished - started) * 1000,
-                        classes, scores, frame.image)
+                        classes, scores, frame.image, classifier.labels)
         try:
             self.results.put(result)
         except QueueClosed:

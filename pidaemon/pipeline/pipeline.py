@@ -146,7 +146,7 @@ class Pipeline:
 
     # -- the results thread's listener --------------------------------------------------------
     def on_result(self, result: Result) -> None:
-        labels = self.classifier.labels
+        labels = result.labels if result.labels is not None else self.classifier.labels
         for sink in self.sinks:
             sink.on_result(result, labels)
 
@@ -154,7 +154,8 @@ class Pipeline:
                   latency_p95_ms: float | None, last: Result | None) -> None:
         label = score = None
         if last is not None and last.scores:
-            label, score = self.classifier.labels[last.classes[0]], last.scores[0]
+            labels = last.labels if last.labels is not None else self.classifier.labels
+            label, score = labels[last.classes[0]], last.scores[0]
         self._stats = Stats(fps, latency_p50_ms, latency_p95_ms, self.counters(), label, score)
         snapshot = self.snapshot()
         for sink in self.sinks:
