@@ -1,4 +1,4 @@
-"""The `pi-infer` command: run, classify, check-config, prepare and bench.
+"""The `pi-infer` command: run, classify, check-config, prepare, bench and train.
 
 `main()` returns an exit status. Known problems (PiInferError) are shown as one line naming the
 problem and the fix, with the exit status systemd acts on: 78 (EX_CONFIG) for configuration and
@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "costs (page off, on and idle, 1 and 3 viewers)")
     bench.add_argument("--shared", type=Path, metavar="DIR", help="test assets (models/, "
                        "images/); default $PI_INFER_SHARED, else shared/ beside the checkout")
+
+    from pidaemon.train.args import add_arguments
+
+    add_arguments(commands.add_parser("train", help="train your own labels from a folder of "
+                                      "examples per label"))
     return parser
 
 
@@ -142,9 +147,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pidaemon.train.main import run_train
+
+    return run_train(args)
+
+
 COMMANDS = {"run": cmd_run, "classify": cmd_classify, "check-config": cmd_check_config,
-            "prepare": cmd_prepare, "bench": cmd_bench}
-TORCH_COMMANDS = {"run", "classify", "prepare", "bench"}
+            "prepare": cmd_prepare, "bench": cmd_bench, "train": cmd_train}
+TORCH_COMMANDS = {"run", "classify", "prepare", "bench", "train"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,11 @@ def test_quick_bench_reports_every_measurement(tmp_path):
     assert startup["warm"]["exit_code"] == 0
     assert startup["bare"]["peak_rss_mb"] > 0
 
+    training = report["training"]
+    assert training["labels"] == 4 and training["images_per_label"] == 6, training
+    assert training["seconds"]["features"] > 0 and 0 <= training["held_out_accuracy"] <= 1
+    assert "pi-infer train, 4 labels x 6 images:" in result.stdout
+
     names = {t["name"] for t in report["targets"]}
     assert {"throughput", "auto-threads", "pi-like-latency", "pipeline-cpu", "overload-age",
             "overload-age-same-threads", "warm-start", "peak-rss"} <= names

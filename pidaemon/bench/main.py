@@ -38,6 +38,7 @@ from pidaemon.bench.scenarios import run_scenario, scenarios
 from pidaemon.bench.startup import startup
 from pidaemon.bench.targets import evaluate, find_row
 from pidaemon.bench.timing import isolated
+from pidaemon.bench.training import training_time
 from pidaemon.config import Config
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError
@@ -76,6 +77,8 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
         runs.append(isolated(run_scenario, job, scenario))
     report["scenarios"] = runs
     report["page"] = page_costs(job, progress)
+    progress("training: pi-infer train")
+    report["training"] = training_time(cfg, job.photos, work, quick)
     return report
 
 

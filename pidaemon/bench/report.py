@@ -33,6 +33,17 @@ def _cpu_model() -> str:
     return names[0] if names else platform.processor()
 
 
+def training_line(training: dict | None) -> str:
+    if training is None:
+        return "training: no photos to make a dataset from"
+    if "error" in training:
+        return f"training: failed: {training['error']}"
+    s = training["seconds"]
+    return (f"pi-infer train, {training['labels']} labels x {training['images_per_label']} "
+            f"images: {training['wall_s']:.1f} s (features {s['features']:.1f} s, head "
+            f"{s['head']:.1f} s), held-out accuracy {training['held_out_accuracy']:.2f}")
+
+
 # -- the table --------------------------------------------------------------------------------
 def render(report: dict) -> str:
     c = report["conditions"]
@@ -77,7 +88,7 @@ def render(report: dict) -> str:
               ""]
     if report.get("page"):
         lines += [*render_page(report["page"]), ""]
-    lines.append("targets")
+    lines += [training_line(report.get("training")), "", "targets"]
     for t in report["targets"]:
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[t["passed"]]
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"

@@ -6,6 +6,7 @@ from pidaemon.config.schema import (
     PICAMERA2_MISSING,
     SECTIONS,
     CameraConfig,
+    CollectConfig,
     Config,
     InferenceConfig,
     Key,
@@ -23,7 +24,8 @@ from pidaemon.config.schema import (
 )
 from pidaemon.config.validate import parse_listen, validate
 
-__all__ = ["DEFAULT_CONFIG_PATH", "PICAMERA2_MISSING", "SECTIONS", "CameraConfig", "Config",
-           "InferenceConfig", "Key", "MetricsConfig", "ModelConfig", "MqttConfig",
-           "OutputConfig", "QueueConfig", "Reload", "WebConfig", "changed_keys", "csi_index",
-           "keys", "load", "module_available", "parse", "parse_listen", "to_yaml", "validate"]
+__all__ = ["DEFAULT_CONFIG_PATH", "PICAMERA2_MISSING", "SECTIONS", "CameraConfig",
+           "CollectConfig", "Config", "InferenceConfig", "Key", "MetricsConfig", "ModelConfig",
+           "MqttConfig", "OutputConfig", "QueueConfig", "Reload", "WebConfig", "changed_keys",
+           "csi_index", "keys", "load", "module_available", "parse", "parse_listen", "to_yaml",
+           "validate"]

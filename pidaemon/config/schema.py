@@ -226,6 +226,22 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class CollectConfig:
+    directory: str | None = setting(
+        None, "Keep examples for `pi-infer train`: the frames the model saw (224x224 JPEG) "
+        "saved here as `<label>_<score>_<time>.jpg`, to sort into one folder per label; null "
+        "turns collecting off (and costs nothing).", kind=str, nullable=True, on_reload=RESTART)
+    interval: float = setting(30.0, "Seconds between saved frames.", kind=(int, float),
+                              minimum=0.1, maximum=86400, on_reload=LIVE)
+    min_score_below: float = setting(
+        0.0, "Also save a frame whose top score is below this (at most one a second): the "
+        "frames the model is unsure of teach it most. 0 turns this off.", kind=(int, float),
+        minimum=0.0, maximum=1.0, on_reload=LIVE)
+    max_files: int = setting(500, "Saved frames kept in the directory; the oldest are removed "
+                             "beyond this.", minimum=1, maximum=1000000, on_reload=LIVE)
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -241,6 +257,7 @@ class Config:
     def feeds(self) -> tuple[NamedCamera, ...]:
         """Every camera with its regions: the named ones, else `camera:` without a name."""
         return self.cameras or (NamedCamera(None, self.camera, self.regions),)
+    collect: CollectConfig = field(default_factory=CollectConfig)
 
     def with_source(self, source: str | None) -> Config:
         """The same config reading from `source` (the `--source` option) instead."""
@@ -276,6 +293,7 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttConfig,
     "metrics": MetricsConfig,
     "web": WebConfig,
+    "collect": CollectConfig,
 }
 
 # Optional features and the module each needs, with how to get it.

@@ -125,7 +125,7 @@ def sha256_of(path: str, what: str) -> str:
     return digest.hexdigest()
 
 
-def _build_mobilenet_v2(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str]]:
+def build_mobilenet_v2(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str]]:
     """torchvision's quantized MobileNetV2 with its weights, packed for `engine`."""
     import torch
 
@@ -243,7 +243,7 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
         except CacheUnusable as exc:
             writable = _discard(path, str(exc))
     try:
-        model, labels = _build_mobilenet_v2(model_cfg, engine)
+        model, labels = build_mobilenet_v2(model_cfg, engine)
     except ModelError:
         # Without torchvision a cache from another torch release is the only way to run.
         for other in cache.other_torch_versions(key):
@@ -313,7 +313,7 @@ def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> 
     elif inference_cfg.jit:
         module, labels, description = _cached_or_built(model_cfg, engine)
     else:
-        module, labels = _build_mobilenet_v2(model_cfg, engine)
+        module, labels = build_mobilenet_v2(model_cfg, engine)
         description = f"eager model from {model_cfg.weights or DEFAULT_WEIGHTS}"
     torch.backends.quantized.engine = engine
     if model_cfg.labels is not None:

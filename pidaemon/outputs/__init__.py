@@ -1,5 +1,5 @@
-"""Outputs: the log, MQTT, Prometheus metrics and the live page, each a Sink fed results and
-snapshots."""
+"""Outputs: the log, MQTT, Prometheus metrics, the live page and collect:, each a Sink fed
+results and snapshots."""
 
 from __future__ import annotations
 
@@ -28,4 +28,8 @@ def build_sinks(config: Config, view: StateView) -> list[Sink]:
         from pidaemon.outputs.live import LiveSink
 
         sinks.append(LiveSink(config, view, servers))
+    if config.collect.directory is not None:
+        from pidaemon.outputs.collect import CollectSink
+
+        sinks.append(CollectSink(config.collect))
     return sinks

@@ -70,7 +70,8 @@ class CaptureWorker(Worker):
 
     def __init__(self, source: FrameSource, config: CameraConfig, frames: DropOldestQueue[Frame],
                  first_seq: int = 1, regions: tuple[Region, ...] = (),
-                 camera: str | None = None, tap: FrameTap | None = None) -> None:
+                 camera: str | None = None, tap: FrameTap | None = None,
+                 keep_images: bool = False) -> None:
         super().__init__("capture" if camera is None else f"capture {camera}")
         self.camera = camera  # the name in `cameras:`, on every frame and camera event
         self._tag = "camera" if camera is None else f"camera {camera}"
@@ -80,6 +81,7 @@ class CaptureWorker(Worker):
         self.source = source
         self.config = config
         self.frames = frames
+        self.keep_images = keep_images  # the model input goes along for collect:
         self.state = CameraState.STARTING
         self.status = f"opening {config.device}"
         self.captured = 0
@@ -223,10 +225,12 @@ class CaptureWorker(Worker):
     def _prepare(self, image: np.ndarray, now: float) -> Frame:
         regions = self.regions
         if not regions:
-            return Frame(self._seq, now, self._normalize(crop_and_resize(image)),
-                         camera=self.camera)
+            rgb = crop_and_resize(image)
+            return Frame(self._seq, now, self._normalize(rgb), camera=self.camera,
+                         images=(rgb,) if self.keep_images else ())
         crops = [crop_box(image, region.box) for region in regions]
-        return Frame(self._seq, now, self._normalize.many(crops), regions, self.camera)
+        return Frame(self._seq, now, self._normalize.many(crops), regions, self.camera,
+                     tuple(crops) if self.keep_images else ())
 
     def _read_failed(self, now: float) -> None:
         if not self.source.live:

@@ -23,14 +23,16 @@ JOIN_TIMEOUT = 1.5  # per thread; SIGTERM to exit stays under 2 s
 
 class CameraFeed:
     def __init__(self, named: NamedCamera, source: FrameSource,
-                 queue: DropOldestQueue[Frame], tap: FrameTap | None = None) -> None:
+                 queue: DropOldestQueue[Frame], tap: FrameTap | None = None,
+                 keep_images: bool = False) -> None:
         self.name = named.name
         self.tap = tap  # the live page's view of this camera, if it shows this one
+        self.keep_images = keep_images  # collect: wants the model's input images
         self.queue = queue
         self.regions: tuple[Region, ...] = named.regions
         self.states = {r.name: SteadyState(r.name, r.state) for r in self.regions}
         self.capture = CaptureWorker(source, named.camera, queue, regions=self.regions,
-                                     camera=self.name, tap=tap)
+                                     camera=self.name, tap=tap, keep_images=keep_images)
         self.retired = Counters()  # capture totals of this camera's earlier sources
         self.stats: Stats | None = None  # the latest window's
         self.last: Result | None = None
@@ -42,7 +44,7 @@ class CameraFeed:
         old.join(JOIN_TIMEOUT)
         self.retired = self.retired + Counters(captured=old.captured, bad_frames=old.bad_frames)
         self.capture = CaptureWorker(source, config, self.queue, old.next_seq, self.regions,
-                                     self.name, self.tap)
+                                     self.name, self.tap, self.keep_images)
         self.capture.start()
 
     def set_regions(self, regions: tuple[Region, ...]) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from pidaemon.config.regions import Region
@@ -20,6 +21,7 @@ class Frame:
     batch: torch.Tensor
     regions: tuple[Region, ...] = ()  # the regions of the rows, as configured at capture
     camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
+    images: tuple[np.ndarray, ...] = ()  # the rows as 224x224 RGB, kept only for collect:
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Result:
     scores: list[float]
     regions: tuple[RegionResult, ...] = ()
     camera: str | None = None  # the name in `cameras:`; None for the single `camera:`
+    images: tuple[np.ndarray, ...] = ()  # the frame's rows, passed on for collect: (else ())
+    # The labels of the model that made it: after a reload swaps in a model with other labels,
+    # results still queued from the old one must not be named with the new labels.
+    labels: list[str] | None = None
 
     @property
     def latency_ms(self) -> float:

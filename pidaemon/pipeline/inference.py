@@ -99,16 +99,16 @@ class InferenceWorker(Worker):
         finished = time.monotonic()
         self._consecutive_failures = 0
         inference_ms = (finished - started) * 1000
-        for frame, regions in zip(frames, answers, strict=True):
+        for frame, answer in zip(frames, answers, strict=True):
             self.processed += 1
             self._count(frame.camera, 0)
-            if frame.regions:
-                classes, scores = (regions[0].classes, regions[0].scores) if regions else ([], [])
-            else:
-                classes, scores = regions[0].classes, regions[0].scores
-                regions = ()
+            first = answer[0] if answer else None
+            classes, scores = (first.classes, first.scores) if first else ([], [])
+            regions = answer if frame.regions else ()
+            # The labels of the model that answered: a reload may have swapped it since.
+            labels = first.labels if first else None
             result = Result(frame.seq, frame.captured_at, finished, inference_ms, classes,
-                            scores, regions, frame.camera)
+                            scores, regions, frame.camera, frame.images, labels)
             try:
                 self.results.put(result)
             except QueueClosed:

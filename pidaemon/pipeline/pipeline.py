@@ -51,12 +51,13 @@ class Pipeline:
         self.settings = LiveSettings(resolve_threads(config.inference.threads)[0],
                                      config.model.top_k,
                                      config.inference.max_consecutive_errors)
+        self._keep_images = config.collect.directory is not None
         if not isinstance(sources, Mapping):
             sources = {config.feeds()[0].name: sources}
         feeds = config.feeds()
         self.feeds: dict[str | None, CameraFeed] = {
             named.name: CameraFeed(named, sources[named.name], self.frames.add(named.name),
-                                   self.tap if named is feeds[0] else None)
+                                   self.tap if named is feeds[0] else None, self._keep_images)
             for named in feeds}
         self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
         self.inference.models = self.models
@@ -140,7 +141,8 @@ class Pipeline:
                 self.feeds[name].restart(make_source(named.camera), named.camera)
 
     def _add(self, named: NamedCamera, source: FrameSource) -> None:
-        feed = CameraFeed(named, source, self.frames.add(named.name))
+        feed = CameraFeed(named, source, self.frames.add(named.name),
+                          keep_images=self._keep_images)
         self.feeds[named.name] = feed
         feed.capture.start()
 
@@ -236,7 +238,7 @@ class Pipeline:
 
     # -- the results thread's listener --------------------------------------------------------
     def on_result(self, result: Result) -> None:
-        labels = result.regions[0].labels if result.regions else self.classifier.labels
+        labels = result.labels or self.classifier.labels
         for sink in self.sinks:
             sink.on_result(result, labels)
         feed = self.feeds.get(result.camera)
@@ -269,6 +271,6 @@ class Pipeline:
         if last is not None and last.regions:
             label, score = last.regions[0].label, last.regions[0].scores[0]
         elif last is not None and last.scores:
-            label, score = self.classifier.labels[last.classes[0]], last.scores[0]
+            label, score = (last.labels or self.classifier.labels)[last.classes[0]], last.scores[0]
         return Stats(window.fps, window.latency_p50_ms, window.latency_p95_ms, counters, label,
                      score)

@@ -8,7 +8,9 @@ chroot under qemu-user with QEMU_CPU=cortex-a72, the Pi 4's core (ARMv8.0, no LS
    requirements met by the pinned set (skipped when ARM_TORCH overrides the pins);
 3. `pi-infer check-config` accepts the test config;
 4. `pi-infer classify --json` picks the qnnpack engine and labels the photos as on x86;
-5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0.
+5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0;
+6. `pi-infer train` learns 2 labels from 5 images each, and `pi-infer classify` with the
+   trained model names 2 unseen images of each right.
 With a torch known to crash on Cortex-A72 (ARM_TORCH=2.10.0), step 4 fails with pi-infer's
 refusal instead of the SIGILL a Pi 4 user would get.
 """
@@ -31,6 +33,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from pidaemon.bench.training import make_dataset  # noqa: E402
 from tests.conftest import IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, write_video  # noqa: E402
 from tests.labels import check_still, photo_shown  # noqa: E402
 
@@ -38,6 +41,7 @@ CPU = "cortex-a72"
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # looked up on the host's PATH
 SITE = "/opt/site"  # where the aarch64 wheels are mounted in the guest
 RUN_SECONDS = 30  # ~0.42 s per emulated frame when idle, several times that on a busy host
+TRAIN_LABELS = {"espresso": "coffee.png", "bird": "bird.bmp"}  # 5 images each: a tiny model
 
 
 class ProofFailed(AssertionError):
@@ -101,6 +105,12 @@ def stage(run: Path, guest_run: str, python: str) -> Path:
     }
     (run / "pi-infer.yaml").write_text(yaml.safe_dump(config))
     write_video(run / "photos.avi", PHOTO_ORDER, 1.0)
+    labels = {label: [str(IMAGES / photo)] for label, photo in TRAIN_LABELS.items()}
+    make_dataset(run / "dataset", labels, 5, seed=1)
+    make_dataset(run / "unseen", labels, 2, seed=99)
+    (run / "trained.yaml").write_text(yaml.safe_dump({"model": {
+        "torchscript": f"{guest_run}/trained/model.pt",
+        "labels": f"{guest_run}/trained/labels.txt"}}))
     shutil.copy(REPO / "tests" / "arm" / "lse_probe.py", run)
     # Build from a copy: an in-tree setuptools build would write build/ into the clone.
     source = run / "src"
@@ -162,6 +172,27 @@ def run_daemon(guest: Guest, run: str) -> None:
                           f"stderr: {result.stderr[-3000:]}")
 
 
+def train(guest: Guest, run: str, staged: Path) -> None:
+    """A tiny model trained under emulation, then used as the daemon would use it."""
+    guest.ok("pi-infer", "train", f"{run}/dataset", "--output", f"{run}/trained", "--config",
+             f"{run}/pi-infer.yaml", "--augment", "2", timeout=900)
+    report = json.loads((staged / "trained" / "report.json").read_text())
+    print(f"train: {report['images']}, held-out accuracy {report['held_out_accuracy']}, "
+          f"{report['training_seconds']['total']} s (features "
+          f"{report['training_seconds']['features']} s), engine {report['engine']}")
+    unseen = sorted(p.relative_to(staged) for p in (staged / "unseen").glob("*/*.jpg"))
+    result = guest.ok("pi-infer", "classify", "--json", "--config", f"{run}/trained.yaml",
+                      *(f"{run}/{p}" for p in unseen))
+    for line in result.stdout.splitlines():
+        answer = json.loads(line)
+        expected = Path(answer["image"]).parent.name
+        print(f"classify {Path(answer['image']).name}: {answer['labels'][0]} "
+              f"{answer['scores'][0]:.3f}")
+        if answer["labels"][0] != expected:
+            raise ProofFailed(f"the trained model called {answer['image']} "
+                              f"{answer['labels'][0]}, not {expected}")
+
+
 def install(guest: Guest, run: str, wheel: str, pinned: bool) -> None:
     """Install pi-infer's wheel with the guest's pip; check its requirements as a Pi would."""
     guest.ok("python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
@@ -195,6 +226,7 @@ def prove(args: argparse.Namespace, passed: list[str]) -> None:
             ("check-config", lambda: guest.ok("pi-infer", "check-config", f"{run}/pi-infer.yaml")),
             ("classify", lambda: classify(guest, run)),
             ("run", lambda: run_daemon(guest, run)),
+            ("train", lambda: train(guest, run, staged)),
         ]
         for name, check in checks:
             with phase(name):
