@@ -23,7 +23,7 @@ export PI_INFER_SHARED := $(SHARED)
 
 # The system packages a target needs, from the one list packaging/system-packages.txt: installed
 # when make runs as root with apt-get, otherwise named in one line with the command to run.
-PACKAGE_TARGETS := run test bench e2e e2e-vm test-arm
+PACKAGE_TARGETS := run test bench e2e e2e-vm test-arm e2e-arm
 .PHONY: $(PACKAGE_TARGETS:%=packages-%)
 $(PACKAGE_TARGETS:%=packages-%): packages-%:
 	@packaging/ensure-system-packages $*

@@ -20,7 +20,7 @@ from .conftest import REPO
 
 ENSURE = REPO / "packaging" / "ensure-system-packages"
 LIST = REPO / "packaging" / "system-packages.txt"
-TARGETS = ["run", "test", "bench", "e2e", "e2e-vm", "test-arm"]
+TARGETS = ["run", "test", "bench", "e2e", "e2e-vm", "test-arm", "e2e-arm"]
 MISSING = "pi-infer-surely-missing-package"
 
 

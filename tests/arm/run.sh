@@ -6,8 +6,8 @@
 # ARM_TORCH=2.10.0 (ARM_TORCHVISION defaults to its pair, 0.<minor+15>.<patch>) installs that torch
 # instead of the pinned one: the proof must then fail with pi-infer's refusal.
 # Cached under /var/cache/pi-infer-ci, each keyed by what defines it: the arm64 userland
-# (build-rootfs.sh; ~4 min, 230 MB) and each set of aarch64 wheels (install-site.sh and the
-# requirements; ~30 s, 800 MB).
+# (userland.sh, build-rootfs.sh; ~5 min, 330 MB) and each set of aarch64 wheels (install-site.sh
+# and the requirements; ~30 s, 800 MB).
 set -euo pipefail
 python=${1:?usage: run.sh PYTHON SHARED}
 shared=$(cd "${2:?usage: run.sh PYTHON SHARED}" && pwd)
@@ -27,29 +27,8 @@ phase() {  # phase NAME START: print how long the phase took
 }
 
 start=$EPOCHREALTIME
-# Arm64 executables run through qemu-aarch64 via binfmt_misc; Debian registers it with the F flag,
-# so the chroot needs no copy of the emulator. It stays registered, as on any host with the package.
-mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-update-binfmts --enable qemu-aarch64 2>/dev/null || true
-grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 &&
-    grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || {
-    echo "test-arm: qemu-aarch64 is not registered in binfmt_misc with the F flag" \
-         "(the qemu-user-static package does that)" >&2; exit 1; }
-phase binfmt "$start"
-
-start=$EPOCHREALTIME
-rootfs=$cache/arm-rootfs-$(sha256sum <"$here/build-rootfs.sh" | cut -c1-12)
-if [ ! -e "$rootfs/.complete" ]; then
-    echo "building $rootfs (once per build-rootfs.sh)"
-    rm -rf --one-file-system "$rootfs"
-    "$here/build-rootfs.sh" "$rootfs" >"$cache/arm-rootfs.log" 2>&1 || {
-        tail -n 30 "$cache/arm-rootfs.log" >&2; exit 1; }
-    touch "$rootfs/.complete"
-    for old in "$cache"/arm-rootfs-*/; do
-        [ "${old%/}" = "$rootfs" ] || rm -rf --one-file-system "${old%/}"
-    done
-fi
-phase rootfs "$start"
+rootfs=$(bash "$here/userland.sh")
+phase userland "$start"
 
 start=$EPOCHREALTIME
 requirements=$(cat "$repo/packaging/constraints-aarch64.txt")

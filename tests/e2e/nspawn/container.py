@@ -1,4 +1,6 @@
-"""Boot systemd 252 in systemd-nspawn over a read-only, non-recursive bind of this machine's root.
+"""Boot systemd 252 in systemd-nspawn over a read-only, non-recursive bind of a root directory.
+
+This machine's root by default; `make e2e-arm` boots its arm64 userland the same way.
 
 The host does not run systemd, so the only real systemd we can test against is one booted in a
 container. A careless boot lets systemd-tmpfiles clean the host's /tmp, so every guard lives here:
@@ -14,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,13 +86,14 @@ class Container:
     leader: int
     nspawn: subprocess.Popen[bytes]
     boot_log: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(CONTAINER_ENV))
 
     def run(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the container, as root, with a clean environment."""
         cmd = ["nsenter", "-t", str(self.leader), "-a", "env", "-i"]
-        cmd += [f"{k}={v}" for k, v in CONTAINER_ENV.items()]
+        cmd += [f"{k}={v}" for k, v in self.env.items()]
         proc = subprocess.run(
             [*cmd, *args], check=False, input=input, capture_output=True, text=True, timeout=timeout
         )
@@ -184,12 +187,17 @@ def booted(
     binds_ro: Sequence[tuple[Path, str]] = (),
     overlays: Sequence[tuple[Path, Path, str]] = (),
     boot_timeout: float = 120,
+    root: Path = Path("/"),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Container]:
     """Boot systemd in a container whose every write lands in memory; always shut it down.
 
     binds_ro: (host path, container path) pairs;
-    overlays: (host lower dir, host upper dir, container path) triples.
+    overlays: (host lower dir, host upper dir, container path) triples;
+    root: the directory whose read-only view the container boots (this machine's by default);
+    env: extra variables for the container's PID 1 and for every command run inside.
     """
+    env = dict(env or {})
     ensure_private_mount_namespace()
     # nspawn keeps host-side state under /run/systemd/nspawn; /run is a plain directory on
     # this machine's disk, so give it a tmpfs that vanishes with our mount namespace.
@@ -201,7 +209,7 @@ def booted(
     if any(fields[4] == str(rootbind) for fields in _mountinfo()):
         raise ContainerError(f"{rootbind} is already a mount point")
     # Non-recursive: the host's /dev, /proc, /sys and any /tmp mount are not carried in.
-    subprocess.run(["mount", "--bind", "/", str(rootbind)], check=True)
+    subprocess.run(["mount", "--bind", str(root), str(rootbind)], check=True)
     nspawn: subprocess.Popen[bytes] | None = None
     leader: int | None = None
     try:
@@ -214,6 +222,7 @@ def booted(
             "--register=no", "--keep-unit", "--private-network", "--console=passive",
             "--tmpfs=/tmp", "--tmpfs=/var/tmp", f"--machine={name}",
         ]  # fmt: skip
+        cmd += [f"--setenv={k}={v}" for k, v in env.items()]
         cmd += [f"--bind-ro={host}:{dest}" for host, dest in binds_ro]
         # nspawn creates only the last component of an overlay's mount point: give its parent
         # a tmpfs (nspawn mounts parents first).
@@ -237,7 +246,7 @@ def booted(
             leader = _container_init(nspawn.pid)
             # Until nspawn's child has exec'd systemd, its namespaces are still being built.
             if leader is not None and _comm(leader) == "systemd":
-                container = Container(leader, nspawn, boot_log)
+                container = Container(leader, nspawn, boot_log, {**CONTAINER_ENV, **env})
         state = ""
         while state not in ("running", "degraded"):
             if time.monotonic() > deadline:
