@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +220,12 @@ def hanging_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     path = write_hanging_model(tmp_path_factory.mktemp("hang") / "hang.pt")
     return {"torchscript": str(path), "labels": str(LABELS), "weights": None}
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body; HTTP errors are answers here, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

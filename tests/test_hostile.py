@@ -20,8 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import pytest
 
 from pidaemon.errors import EX_CONFIG
 
-from .conftest import REPO, Daemon, base_config, pi_infer, write_config
+from .conftest import REPO, Daemon, base_config, http_get, pi_infer, write_config
 
 STOP_PROMISE = 2.0  # README: SIGTERM ends the daemon within 2 s, model loading included
 
@@ -196,29 +194,26 @@ def test_cache_entries_that_can_neither_be_used_nor_removed(shared_dir, photo_vi
 
 
 # -- sources ------------------------------------------------------------------------------------
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_dir,
-                                                               start_daemon):
+def start_on_fifo(tmp_path, cache_dir, start_daemon):
+    """The daemon with a FIFO as its camera and /healthz served; (fifo, daemon, metrics URL)."""
     fifo = tmp_path / "camera"
     os.mkfifo(fifo)
     path = write_config(tmp_path / "c.yaml", base_config(
         cache_dir, camera={"device": str(fifo)},
         metrics={"enabled": True, "listen": "127.0.0.1:0"}))
     daemon = start_daemon("--config", str(path))
-    url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+    return fifo, daemon, daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+
+
+def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_dir,
+                                                               start_daemon):
+    fifo, daemon, url = start_on_fifo(tmp_path, cache_dir, start_daemon)
     waiting = daemon.wait_for(lambda e: e["event"] == "camera")
     assert waiting["state"] == "waiting" and waiting["level"] == "warning"
     assert "opening it has not finished after 3 s" in waiting["message"]
     ready = daemon.wait_for(is_ready)
     assert f"waiting for camera {fifo}: opening it has not finished" in ready["message"]
-    status, body = get(f"{url}/healthz")
+    status, body = http_get(f"{url}/healthz")
     assert status == 503 and body.startswith(f"waiting: waiting for camera {fifo}"), body
     took = stop(daemon)
     assert took < STOP_PROMISE, f"SIGTERM took {took:.2f} s"
@@ -226,15 +221,9 @@ def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_d
 
 def test_a_fifo_that_gets_a_writer_streams_and_turns_healthy(tmp_path, cache_dir, photo_video,
                                                              start_daemon):
-    fifo = tmp_path / "camera"
-    os.mkfifo(fifo)
-    path = write_config(tmp_path / "c.yaml", base_config(
-        cache_dir, camera={"device": str(fifo)},
-        metrics={"enabled": True, "listen": "127.0.0.1:0"}))
-    daemon = start_daemon("--config", str(path))
-    url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+    fifo, daemon, url = start_on_fifo(tmp_path, cache_dir, start_daemon)
     daemon.wait_for(is_ready)
-    assert get(f"{url}/healthz")[0] == 503
+    assert http_get(f"{url}/healthz")[0] == 503
 
     def write() -> None:  # a program that starts feeding the FIFO late, like a recorder
         with fifo.open("wb") as sink, photo_video.open("rb") as video:
@@ -245,7 +234,7 @@ def test_a_fifo_that_gets_a_writer_streams_and_turns_healthy(tmp_path, cache_dir
     recovered = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] != "waiting")
     assert recovered["state"] == "recovered", recovered
     daemon.wait_for(lambda e: e["event"] == "stats" and e["processed"] > 0)
-    assert get(f"{url}/healthz") == (200, "ok\n")
+    assert http_get(f"{url}/healthz") == (200, "ok\n")
     assert daemon.finish(timeout=60) == 0  # the video in the FIFO ended: a clean stop
     assert any(e["message"] == "stopping: the video file ended" for e in daemon.events)
     writer.join(5)

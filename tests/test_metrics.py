@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from pidaemon.errors import EX_CONFIG
 
-from .conftest import Daemon, base_config, pi_infer, write_config
-
-
-def get(url: str) -> tuple[int, str]:
-    """Status and body; HTTP errors are answers here, not exceptions."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+from .conftest import Daemon, base_config, http_get, pi_infer, write_config
 
 
 def scrape(url: str) -> dict[str, float]:
     """Every sample as `name{label="value",...}` -> value."""
     samples = {}
-    for family in text_string_to_metric_families(get(f"{url}/metrics")[1]):
+    for family in text_string_to_metric_families(http_get(f"{url}/metrics")[1]):
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
@@ -53,7 +42,7 @@ def test_counters_grow_and_histograms_fill(tmp_path, cache_dir, photo_video, sta
     url = ready(daemon)
     assert url.startswith("http://127.0.0.1:")
     daemon.wait_for(lambda e: e["event"] == "stats" and e["processed"] > 0)
-    assert get(f"{url}/healthz") == (200, "ok\n")
+    assert http_get(f"{url}/healthz") == (200, "ok\n")
     first = scrape(url)
     daemon.wait_for(lambda e: e["event"] == "stats" and e["processed"] > first[
         "pi_infer_frames_processed_total"] + 10)
@@ -77,7 +66,7 @@ def test_counters_grow_and_histograms_fill(tmp_path, cache_dir, photo_video, sta
     assert second["pi_infer_last_prediction_timestamp_seconds"] > 1.6e9
     assert second["pi_infer_healthy"] == 1
     assert "process_resident_memory_bytes" in second
-    assert get(f"{url}/nothing")[0] == 404
+    assert http_get(f"{url}/nothing")[0] == 404
 
 
 def test_healthz_turns_503_when_inference_hangs(tmp_path, cache_dir, photo_video, start_daemon,
@@ -87,7 +76,7 @@ def test_healthz_turns_503_when_inference_hangs(tmp_path, cache_dir, photo_video
     daemon = start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env,
                                 model=hanging_model)
     url = ready(daemon)
-    while (answer := get(f"{url}/healthz"))[0] == 200:
+    while (answer := http_get(f"{url}/healthz"))[0] == 200:
         daemon.wait_for(lambda e: e["event"] == "stats")  # paced by the stats interval
     assert answer == (503, "unhealthy\n")
     assert scrape(url)["pi_infer_healthy"] == 0

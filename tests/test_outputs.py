@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -20,6 +18,8 @@ from pidaemon.pipeline import Counters, Result, Snapshot, Stats
 from pidaemon.pipeline.snapshot import ModelInfo, SourceStatus
 from pidaemon.sources import CameraState, Grant
 from pidaemon.systemd import Notifier
+
+from .conftest import http_get
 
 LABELS = ["tabby", "espresso", "chickadee"]
 RESULT = Result(seq=7, captured_at=10.0, finished_at=10.025, inference_ms=20.0,
@@ -87,14 +87,6 @@ class View:
         return self.is_healthy
 
 
-def fetch(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def test_metrics_sink_serves_the_snapshot_it_is_shown(log_lines):
     from pidaemon.outputs.metrics import MetricsSink
 
@@ -103,20 +95,20 @@ def test_metrics_sink_serves_the_snapshot_it_is_shown(log_lines):
     sink.start()
     try:
         url = log_lines()[-1]["url"]
-        status, body = fetch(f"{url}/metrics")
+        status, body = http_get(f"{url}/metrics")
         assert status == 200 and 'pi_infer_camera_state{pi_infer_camera_state="starting"} 1.0' \
             in body
-        assert fetch(f"{url}/healthz") == (503, "unhealthy\n")
+        assert http_get(f"{url}/healthz") == (503, "unhealthy\n")
         view.current, view.is_healthy = snapshot(CameraState.LOST), True
         sink.on_result(RESULT, LABELS)
-        status, body = fetch(f"{url}/metrics")
+        status, body = http_get(f"{url}/metrics")
         assert 'pi_infer_camera_state{pi_infer_camera_state="lost"} 1.0' in body
         assert "pi_infer_frames_dropped_total 9.0" in body
         assert 'engine="qnnpack"' in body and 'classes="3"' in body
         assert "pi_infer_inference_latency_seconds_count 1.0" in body
-        assert fetch(f"{url}/healthz") == (
+        assert http_get(f"{url}/healthz") == (
             503, "waiting: camera /dev/video0 lost: no frame for 5 s; retrying\n")
         view.current = snapshot(CameraState.STREAMING)
-        assert fetch(f"{url}/healthz") == (200, "ok\n")
+        assert http_get(f"{url}/healthz") == (200, "ok\n")
     finally:
         sink.stop()

@@ -249,8 +249,7 @@ def run_proof(args: argparse.Namespace, timings: Timings, passed: list[str]) -> 
                     step()
                 passed.append(name)
         except (ProofFailed, ContainerError, subprocess.TimeoutExpired):
-            print(box.run("journalctl", "--no-pager", "-u", UNIT, "-n", "150", check=False).stdout)
-            print(f"--- container boot log (tail) ---\n{box.boot_log_tail()}")
+            box.print_failure(UNIT)
             raise
         since = time.monotonic()
     timings.record("poweroff", since)

@@ -115,6 +115,11 @@ class Container:
     def boot_log_tail(self) -> str:
         return _tail(self.boot_log)
 
+    def print_failure(self, unit: str) -> None:
+        """What a failed step leaves to read: the unit's journal and the boot log's tail."""
+        print(self.run("journalctl", "--no-pager", "-u", unit, "-n", "150", check=False).stdout)
+        print(f"--- container boot log (tail) ---\n{self.boot_log_tail()}")
+
 
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
