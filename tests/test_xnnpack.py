@@ -1,0 +1,148 @@
+"""The `xnnpack` engine: the real MobileNetV2 weights exported to an XNNPACK int8 ExecuTorch
+program and run by ExecuTorch's runtime. Skipped where executorch is not installed."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pidaemon.preprocess import Normalizer, crop_and_resize
+
+from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS
+
+pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
+
+from pidaemon.xnnpack_engine import XnnpackClassifier, runtime_available
+from pidaemon.xnnpack_export import export_mobilenet_v2
+
+VARIANTS_PER_PHOTO = 60  # 300 frames in all
+
+
+def varied_frames(seed: int = 0) -> list[np.ndarray]:
+    """Crops, flips and brightness changes of the shared photos, as BGR camera frames."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for name in PHOTO_ORDER:
+        image = cv2.imread(str(IMAGES / name))
+        height, width = image.shape[:2]
+        for _ in range(VARIANTS_PER_PHOTO):
+            scale = rng.uniform(0.45, 1.0)
+            h, w = max(32, int(height * scale)), max(32, int(width * scale))
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            frame = image[top:top + h, left:left + w]
+            if rng.random() < 0.5:
+                frame = frame[:, ::-1]
+            gain = rng.uniform(0.6, 1.4)
+            frames.append(cv2.convertScaleAbs(np.ascontiguousarray(frame), alpha=gain))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory, weights: dict) -> Path:
+    return export_mobilenet_v2(weights, tmp_path_factory.mktemp("pte") / "mobilenet_v2.pte")
+
+
+@pytest.fixture(scope="module")
+def classifier(program: Path) -> XnnpackClassifier:
+    labels = LABELS.read_text().splitlines()
+    classifier = XnnpackClassifier(program, labels, f"ExecuTorch program {program}")
+    assert classifier.warm_up() == len(labels) == 1000
+    return classifier
+
+
+@pytest.fixture(scope="module")
+def reference(weights: dict):
+    """torchvision's quantized MobileNetV2 with the same weights on qnnpack, as pi-infer runs it."""
+    import torch
+    from torchvision.models.quantization import mobilenet_v2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = mobilenet_v2(weights=None, quantize=True)
+        torch.backends.quantized.engine = "qnnpack"
+        model.load_state_dict(weights)
+    return model.eval()
+
+
+def test_the_xnnpack_backend_is_registered():
+    assert runtime_available()
+
+
+def test_shared_photos_get_the_documented_labels(classifier):
+    normalize = Normalizer()
+    for name in PHOTO_ORDER:
+        batch = normalize(crop_and_resize(cv2.imread(str(IMAGES / name))))
+        classes, scores = classifier.top_k(batch, 5)
+        assert classes[0] in EXPECTED[name], (name, classes, scores)
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+    coffee = normalize(crop_and_resize(cv2.imread(str(IMAGES / "coffee.png"))))
+    classes, scores = classifier.top_k(coffee, 1)
+    assert classifier.labels[classes[0]] == "espresso" and scores[0] > 0.9
+
+
+def test_top1_agrees_with_torchvision_on_varied_frames(classifier, reference):
+    import torch
+
+    normalize = Normalizer()
+    frames = varied_frames()
+    agree = 0
+    for frame in frames:
+        batch = normalize(crop_and_resize(frame))
+        with torch.inference_mode():
+            expected = int(reference(batch).argmax())
+        agree += classifier.top_k(batch, 1)[0][0] == expected
+    assert len(frames) == 300
+    assert agree / len(frames) >= 0.97, f"top-1 agreement {agree}/{len(frames)}"
+
+
+def test_thread_count_change_reloads_and_keeps_results(classifier):
+    from executorch.extension.pybindings import _C
+
+    batch = Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp"))))
+    before = classifier.module(batch)
+    classifier.set_threads(2)
+    assert _C._threadpool_get_thread_count() == 2 and classifier.threads == 2
+    after = classifier.module(batch)
+    classifier.set_threads(1)
+    assert _C._threadpool_get_thread_count() == 1
+    assert int(before.argmax()) == int(after.argmax()) == 19  # chickadee
+
+
+def test_calls_from_several_threads_are_serialised(classifier):
+    batch = Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "coffee.png"))))
+    results: list[int] = []
+
+    def classify() -> None:
+        for _ in range(3):
+            results.append(classifier.top_k(batch, 1)[0][0])
+
+    threads = [threading.Thread(target=classify) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [967] * 9
+
+
+@pytest.mark.parametrize("content", [b"short", b"not a flatbuffer" * 10])
+def test_a_corrupt_program_is_one_clear_error(tmp_path, content):
+    from pidaemon.errors import ModelError
+
+    broken = tmp_path / "broken.pte"
+    broken.write_bytes(content)
+    with pytest.raises(ModelError, match=r"broken\.pte: not a loadable ExecuTorch program"):
+        XnnpackClassifier(broken, ["a"], "broken")
