@@ -17,8 +17,10 @@ from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS
 
 pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
 
+from pidaemon.errors import ModelError
 from pidaemon.xnnpack_engine import XnnpackClassifier, runtime_available
 from pidaemon.xnnpack_export import export_mobilenet_v2
+from pidaemon.xnnpack_subprocess import SubprocessXnnpackClassifier
 
 VARIANTS_PER_PHOTO = 60  # 300 frames in all
 
@@ -140,9 +142,47 @@ def test_calls_from_several_threads_are_serialised(classifier):
 
 @pytest.mark.parametrize("content", [b"short", b"not a flatbuffer" * 10])
 def test_a_corrupt_program_is_one_clear_error(tmp_path, content):
-    from pidaemon.errors import ModelError
-
     broken = tmp_path / "broken.pte"
     broken.write_bytes(content)
     with pytest.raises(ModelError, match=r"broken\.pte: not a loadable ExecuTorch program"):
         XnnpackClassifier(broken, ["a"], "broken")
+
+
+@pytest.fixture
+def child(program: Path):
+    child = SubprocessXnnpackClassifier(program, LABELS.read_text().splitlines(), "program")
+    yield child
+    child.close()
+
+
+def test_the_child_process_gives_the_in_process_results(child, classifier):
+    assert child.warm_up() == 1000 and child.engine == "xnnpack"
+    normalize = Normalizer()
+    for name in PHOTO_ORDER:
+        batch = normalize(crop_and_resize(cv2.imread(str(IMAGES / name))))
+        assert child.top_k(batch, 5) == classifier.top_k(batch, 5)
+    coffee = normalize(crop_and_resize(cv2.imread(str(IMAGES / "coffee.png"))))
+    child.set_threads(2)
+    assert child.threads == 2
+    assert child.top_k(coffee, 1)[0] == [967]
+
+
+def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
+    child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
+    process = child._child
+    child.close()
+    assert process.returncode == 0
+    child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
+    try:
+        child._child.kill()
+        with pytest.raises(ModelError, match="the ExecuTorch process exited"):
+            child.module(Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp")))))
+    finally:
+        child.close()
+
+
+def test_a_corrupt_program_in_the_child_is_one_clear_error(tmp_path):
+    broken = tmp_path / "broken.pte"
+    broken.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(ModelError, match=r"broken\.pte: not a loadable ExecuTorch program"):
+        SubprocessXnnpackClassifier(broken, ["a"], "broken")
