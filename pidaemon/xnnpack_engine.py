@@ -1,7 +1,8 @@
 """The `xnnpack` engine: an XNNPACK int8 ExecuTorch program (`.pte`) behind the Classifier
 interface the inference worker uses (`top_k`, `warm_up`, `labels`, `engine`, `description`).
 
-Only executorch's compiled bindings are imported, after torch: the `portable_lib` wrapper would
+Only executorch's compiled bindings (`_C`, named `_portable_lib` in 1.0.x) are imported, after
+torch: the `portable_lib` wrapper would
 also import the exporter (seconds of start-up, and ruamel.yaml, tabulate, torchao, sympy).
 The XNNPACK thread pool is ExecuTorch's own, so `torch.set_num_threads` does not reach it;
 `set_threads` resets it and loads the program again so no method keeps the old pool.
@@ -27,10 +28,13 @@ def runtime() -> Any:
     import torch  # noqa: F401 - the bindings link libtorch and need it loaded first
 
     try:
-        from executorch.extension.pybindings import _C
-    except ImportError as exc:
-        raise ModelError(f"inference.engine: xnnpack needs ExecuTorch ({first_line(exc)}); "
-                         f"install pi-infer[xnnpack] or choose another engine") from None
+        from executorch.extension.pybindings import _C  # executorch >= 1.1
+    except ImportError:
+        try:
+            from executorch.extension.pybindings import _portable_lib as _C  # 1.0.x
+        except ImportError as exc:
+            raise ModelError(f"inference.engine: xnnpack needs ExecuTorch ({first_line(exc)}); "
+                             f"install pi-infer[xnnpack] or choose another engine") from None
     return _C
 
 

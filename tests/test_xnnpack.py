@@ -18,7 +18,7 @@ from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS
 pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
 
 from pidaemon.errors import ModelError
-from pidaemon.xnnpack_engine import XnnpackClassifier, runtime_available
+from pidaemon.xnnpack_engine import XnnpackClassifier, runtime, runtime_available
 from pidaemon.xnnpack_export import export_mobilenet_v2
 from pidaemon.xnnpack_subprocess import SubprocessXnnpackClassifier
 
@@ -112,15 +112,13 @@ def test_top1_agrees_with_torchvision_on_varied_frames(classifier, reference):
 
 
 def test_thread_count_change_reloads_and_keeps_results(classifier):
-    from executorch.extension.pybindings import _C
-
     batch = Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp"))))
     before = classifier.module(batch)
     classifier.set_threads(2)
-    assert _C._threadpool_get_thread_count() == 2 and classifier.threads == 2
+    assert runtime()._threadpool_get_thread_count() == 2 and classifier.threads == 2
     after = classifier.module(batch)
     classifier.set_threads(1)
-    assert _C._threadpool_get_thread_count() == 1
+    assert runtime()._threadpool_get_thread_count() == 1
     assert int(before.argmax()) == int(after.argmax()) == 19  # chickadee
 
 
