@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pidaemon.errors import ModelError, first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -176,3 +178,24 @@ def write_atomically(target: Path, data: bytes) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def export_torchscript(source: Path, target: Path, calibration: list[torch.Tensor]) -> Path:
+    """Write the XNNPACK int8 program of a user's float TorchScript model, its activations
+    calibrated on `calibration` batches. A quantized TorchScript model (torch.ao's packed
+    weights) cannot be converted: torch's TorchScript converter does not know its operators."""
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.load(str(source), map_location="cpu").eval()
+        try:
+            graph = TS2EPConverter(scripted, (torch.zeros(INPUT_SHAPE),)).convert().module()
+        except Exception as exc:  # noqa: BLE001 - the converter fails in many ways
+            raise ModelError(f"model.torchscript: {source}: cannot be converted for "
+                             f"inference.engine: xnnpack ({first_line(exc)}); only float "
+                             f"TorchScript models convert: use engine qnnpack or x86 for this "
+                             f"one") from None
+        program = lower_to_pte(quantize_for_xnnpack(graph, calibration=calibration))
+    return write_atomically(target, program)

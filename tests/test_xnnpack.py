@@ -13,13 +13,13 @@ import pytest
 
 from pidaemon.preprocess import Normalizer, crop_and_resize
 
-from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, WEIGHTS
+from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, TORCHSCRIPT, WEIGHTS
 
 pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
 
 from pidaemon.errors import ModelError
 from pidaemon.xnnpack_engine import XnnpackClassifier, runtime, runtime_available
-from pidaemon.xnnpack_export import export_mobilenet_v2
+from pidaemon.xnnpack_export import export_mobilenet_v2, export_torchscript, float_mobilenet_v2
 from pidaemon.xnnpack_subprocess import SubprocessXnnpackClassifier
 
 VARIANTS_PER_PHOTO = 60  # 300 frames in all
@@ -184,3 +184,29 @@ def test_a_corrupt_program_in_the_child_is_one_clear_error(tmp_path):
     broken.write_bytes(b"not a flatbuffer" * 10)
     with pytest.raises(ModelError, match=r"broken\.pte: not a loadable ExecuTorch program"):
         SubprocessXnnpackClassifier(broken, ["a"], "broken")
+
+
+def test_a_float_torchscript_model_exports_with_calibration(tmp_path, weights):
+    """A user's float model (here the same network, dequantized and scripted), calibrated on ten
+    frames: a calibrated export, unlike the carried-over one, only approximates the trained
+    quantization (4 frames turned the chickadee into a bulbul), so the class must be in the
+    top 5."""
+    import torch
+
+    source = tmp_path / "float.torchscript"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(float_mobilenet_v2(weights)), str(source))
+    normalize = Normalizer()
+    calibration = [normalize(crop_and_resize(frame)) for frame in varied_frames(seed=7)[::30]]
+    program = export_torchscript(source, tmp_path / "float.pte", calibration)
+    classifier = XnnpackClassifier(program, LABELS.read_text().splitlines(), "float")
+    assert classifier.warm_up() == 1000
+    for name in PHOTO_ORDER:
+        batch = normalize(crop_and_resize(cv2.imread(str(IMAGES / name))))
+        assert EXPECTED[name] & set(classifier.top_k(batch, 5)[0]), name
+
+
+def test_a_quantized_torchscript_model_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ModelError, match="only float TorchScript models convert"):
+        export_torchscript(TORCHSCRIPT, tmp_path / "q.pte", [])
