@@ -18,6 +18,7 @@ from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, TORCHSCRIPT, WEIGHT
 pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
 
 from pidaemon.errors import ModelError
+from pidaemon.xnnpack_cache import ProgramCache, ProgramKey, ProgramUnusable, executorch_version
 from pidaemon.xnnpack_engine import XnnpackClassifier, runtime, runtime_available
 from pidaemon.xnnpack_export import export_mobilenet_v2, export_torchscript, float_mobilenet_v2
 from pidaemon.xnnpack_subprocess import SubprocessXnnpackClassifier
@@ -210,3 +211,27 @@ def test_a_float_torchscript_model_exports_with_calibration(tmp_path, weights):
 def test_a_quantized_torchscript_model_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ModelError, match="only float TorchScript models convert"):
         export_torchscript(TORCHSCRIPT, tmp_path / "q.pte", [])
+
+
+def test_the_program_cache_finds_its_entry_and_refuses_torn_or_foreign_ones(tmp_path, program):
+    cache = ProgramCache(tmp_path / "cache")
+    key = ProgramKey("mobilenet_v2", "0123456789abcdef", executorch_version())
+    assert key.executorch != "none"
+    with pytest.raises(ProgramUnusable, match="missing"):
+        cache.load(key)
+    cache.program_path(key).parent.mkdir()
+    cache.program_path(key).write_bytes(program.read_bytes())
+    labels = LABELS.read_text().splitlines()
+    cache.describe(key, labels)
+    path, loaded = cache.load(key)
+    assert loaded == labels and path == cache.program_path(key)
+    assert XnnpackClassifier(path, loaded, "cached").warm_up() == 1000
+    other = ProgramKey("mobilenet_v2", "0123456789abcdef", "0.0.1")
+    cache.description_path(other).write_bytes(cache.description_path(key).read_bytes())
+    cache.program_path(other).write_bytes(program.read_bytes())
+    with pytest.raises(ProgramUnusable, match="another program"):
+        cache.load(other)
+    with open(path, "r+b") as torn:
+        torn.truncate(path.stat().st_size // 2)
+    with pytest.raises(ProgramUnusable, match="cut short"):
+        cache.load(key)
