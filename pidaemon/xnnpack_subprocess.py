@@ -71,6 +71,7 @@ class SubprocessXnnpackClassifier:
             [sys.executable, "-m", "pidaemon.xnnpack_subprocess", str(program), str(threads),
              str(memory_fd), str(command_read), str(reply_write)],
             pass_fds=(memory_fd, command_read, reply_write), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # our stdout may be the JSON event stream
             env=_child_environment())
         for fd in (memory_fd, command_read, reply_write):
             os.close(fd)
@@ -81,6 +82,14 @@ class SubprocessXnnpackClassifier:
         except BaseException:
             self.close()
             raise
+
+    def _ask(self, command: bytes) -> str:
+        """Send one command and return the child's answer; raises if it failed or died."""
+        try:
+            self._commands.write(command)
+        except BrokenPipeError:
+            pass  # the child is gone: the reply below is empty and says so
+        return self._reply()
 
     def _reply(self) -> str:
         """The child's answer to the last command; raises if it failed or died."""
@@ -98,16 +107,14 @@ class SubprocessXnnpackClassifier:
         """Size the child's XNNPACK pool (it reloads the program)."""
         if threads != self.threads:
             with self._lock:
-                self._commands.write(f"threads {threads}\n".encode())
-                self._reply()
+                self._ask(f"threads {threads}\n".encode())
                 self.threads = threads
 
     def module(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits for a 1x3x224x224 float batch; waits without holding the GIL."""
         with self._lock:
             self._batch.copy_(batch.reshape(INPUT_SHAPE))
-            self._commands.write(b"run\n")
-            self._reply()
+            self._ask(b"run\n")
             return self._outputs[:self.outputs].clone().unsqueeze(0)
 
     def top_k(self, batch: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
@@ -126,7 +133,10 @@ class SubprocessXnnpackClassifier:
 
     def close(self) -> None:
         """End the child: closing its command pipe makes it exit."""
-        self._commands.close()
+        try:
+            self._commands.close()
+        except BrokenPipeError:
+            pass
         try:
             self._child.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -174,6 +174,7 @@ def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
     child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
     try:
         child._child.kill()
+        child._child.wait()  # gone before we write: the broken pipe must read as its exit
         with pytest.raises(ModelError, match="the ExecuTorch process exited"):
             child.module(Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp")))))
     finally:
