@@ -1,0 +1,107 @@
+"""The `xnnpack` engine: an XNNPACK int8 ExecuTorch program (`.pte`) behind the Classifier
+interface the inference worker uses (`top_k`, `warm_up`, `labels`, `engine`, `description`).
+
+Only executorch's compiled bindings (`_C`, named `_portable_lib` in 1.0.x) are imported, after
+torch: the `portable_lib` wrapper would
+also import the exporter (seconds of start-up, and ruamel.yaml, tabulate, torchao, sympy).
+The XNNPACK thread pool is ExecuTorch's own, so `torch.set_num_threads` does not reach it;
+`set_threads` resets it and loads the program again so no method keeps the old pool.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pidaemon.errors import ModelError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+ENGINE = "xnnpack"
+WARMUP_RUNS = 3
+
+
+def runtime() -> Any:
+    """executorch's runtime bindings, or a ModelError saying how to install them."""
+    import torch  # noqa: F401 - the bindings link libtorch and need it loaded first
+
+    try:
+        from executorch.extension.pybindings import _C  # executorch >= 1.1
+    except ImportError:
+        try:
+            from executorch.extension.pybindings import _portable_lib as _C  # 1.0.x
+        except ImportError as exc:
+            raise ModelError(f"inference.engine: xnnpack needs ExecuTorch ({first_line(exc)}); "
+                             f"install pi-infer[xnnpack] or choose another engine") from None
+    return _C
+
+
+def runtime_available() -> bool:
+    """True when the ExecuTorch bindings with the XNNPACK backend can be imported here."""
+    try:
+        return "XnnpackBackend" in runtime()._get_registered_backend_names()
+    except ModelError:
+        return False
+
+
+def load_program(rt: Any, path: Path) -> Any:
+    """The program at `path`, checked now (the bindings map the file and parse it lazily)."""
+    try:
+        module = rt._load_for_executorch(str(path))
+        names = module.method_names()
+    except Exception as exc:  # noqa: BLE001 - the bindings raise RuntimeError et al.
+        raise ModelError(f"{path}: not a loadable ExecuTorch program ({first_line(exc)}); "
+                         f"delete it and run pi-infer prepare to export it again") from None
+    if "forward" not in names:
+        raise ModelError(f"{path}: an ExecuTorch program without a forward method "
+                         f"(it has {', '.join(names) or 'none'}); export the model again")
+    return module
+
+
+class XnnpackClassifier:
+    """A loaded `.pte` with its labels; calls are serialised because ExecuTorch methods are not
+    reentrant."""
+
+    engine = ENGINE
+
+    def __init__(self, program: Path, labels: list[str], description: str,
+                 threads: int = 1) -> None:
+        self.program = program
+        self.labels = labels
+        self.description = description
+        self.threads = 0
+        self._lock = threading.Lock()
+        self._method: Any = None
+        self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Size ExecuTorch's pool to `threads` and reload the program so the method uses it."""
+        if threads == self.threads and self._method is not None:
+            return
+        rt = runtime()
+        with self._lock:
+            rt._unsafe_reset_threadpool(threads)
+            self._method = load_program(rt, self.program)
+            self.threads = threads
+
+    def module(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a 1x3x224x224 float batch (the name matches the torch engines' module)."""
+        with self._lock:
+            return self._method.forward((batch.contiguous(),))[0]
+
+    def top_k(self, batch: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+        """Class indices and softmax scores of the `k` best classes for a 1-image batch."""
+        logits = self.module(batch)
+        scores, indices = logits.float().softmax(-1)[0].topk(min(k, len(self.labels)))
+        return indices.tolist(), scores.tolist()
+
+    def warm_up(self) -> int:
+        """Run the program a few times (XNNPACK packs weights on first call); returns outputs."""
+        import torch
+
+        dummy = torch.zeros(1, 3, 224, 224)
+        for _ in range(WARMUP_RUNS):
+            out = self.module(dummy)
+        return int(out.shape[-1])
