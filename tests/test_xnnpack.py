@@ -1,8 +1,13 @@
 """The `xnnpack` engine: the real MobileNetV2 weights exported to an XNNPACK int8 ExecuTorch
-program and run by ExecuTorch's runtime. Skipped where executorch is not installed."""
+program (once per session, see conftest.xnnpack_cache) and run by ExecuTorch's runtime, in this
+process and in the child process the daemon uses; the loader's refusals and failures."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -11,17 +16,40 @@ import cv2
 import numpy as np
 import pytest
 
-from pidaemon.preprocess import Normalizer, crop_and_resize
+from .conftest import (
+    EXPECTED,
+    IMAGES,
+    LABELS,
+    PHOTO_ORDER,
+    REPO,
+    TORCHSCRIPT,
+    WEIGHTS,
+    base_config,
+    pi_infer,
+    require_executorch,
+    write_config,
+)
+from .labels import check_still
 
-from .conftest import EXPECTED, IMAGES, LABELS, PHOTO_ORDER, TORCHSCRIPT, WEIGHTS
+require_executorch()
 
-pytest.importorskip("executorch", reason="executorch is not installed (pi-infer[xnnpack])")
-
-from pidaemon.errors import ModelError
-from pidaemon.xnnpack_cache import ProgramCache, ProgramKey, ProgramUnusable, executorch_version
-from pidaemon.xnnpack_engine import XnnpackClassifier, runtime, runtime_available
-from pidaemon.xnnpack_export import export_mobilenet_v2, export_torchscript, float_mobilenet_v2
-from pidaemon.xnnpack_subprocess import SubprocessXnnpackClassifier
+from pidaemon.config import ModelConfig  # noqa: E402
+from pidaemon.errors import ModelError  # noqa: E402
+from pidaemon.model.files import sha256_of  # noqa: E402
+from pidaemon.model.preprocess import Normalizer, crop_and_resize  # noqa: E402
+from pidaemon.model.xnnpack.cache import (  # noqa: E402
+    ProgramCache,
+    ProgramKey,
+    ProgramUnusable,
+    executorch_version,
+)
+from pidaemon.model.xnnpack.child import SubprocessXnnpackClassifier  # noqa: E402
+from pidaemon.model.xnnpack.loader import load_xnnpack  # noqa: E402
+from pidaemon.model.xnnpack.runtime import (  # noqa: E402
+    XnnpackClassifier,
+    runtime,
+    runtime_available,
+)
 
 VARIANTS_PER_PHOTO = 60  # 300 frames in all
 
@@ -55,8 +83,9 @@ def weights() -> dict:
 
 
 @pytest.fixture(scope="module")
-def program(tmp_path_factory: pytest.TempPathFactory, weights: dict) -> Path:
-    return export_mobilenet_v2(weights, tmp_path_factory.mktemp("pte") / "mobilenet_v2.pte")
+def program(xnnpack_cache: Path) -> Path:
+    key = ProgramKey("mobilenet_v2", sha256_of(str(WEIGHTS), "w")[:16], executorch_version())
+    return ProgramCache(xnnpack_cache).load(key)[0]
 
 
 @pytest.fixture(scope="module")
@@ -188,32 +217,6 @@ def test_a_corrupt_program_in_the_child_is_one_clear_error(tmp_path):
         SubprocessXnnpackClassifier(broken, ["a"], "broken")
 
 
-def test_a_float_torchscript_model_exports_with_calibration(tmp_path, weights):
-    """A user's float model (here the same network, dequantized and scripted), calibrated on ten
-    frames: a calibrated export, unlike the carried-over one, only approximates the trained
-    quantization (4 frames turned the chickadee into a bulbul), so the class must be in the
-    top 5."""
-    import torch
-
-    source = tmp_path / "float.torchscript"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.script(float_mobilenet_v2(weights)), str(source))
-    normalize = Normalizer()
-    calibration = [normalize(crop_and_resize(frame)) for frame in varied_frames(seed=7)[::30]]
-    program = export_torchscript(source, tmp_path / "float.pte", calibration)
-    classifier = XnnpackClassifier(program, LABELS.read_text().splitlines(), "float")
-    assert classifier.warm_up() == 1000
-    for name in PHOTO_ORDER:
-        batch = normalize(crop_and_resize(cv2.imread(str(IMAGES / name))))
-        assert EXPECTED[name] & set(classifier.top_k(batch, 5)[0]), name
-
-
-def test_a_quantized_torchscript_model_is_refused_with_the_fix(tmp_path):
-    with pytest.raises(ModelError, match="only float TorchScript models convert"):
-        export_torchscript(TORCHSCRIPT, tmp_path / "q.pte", [])
-
-
 def test_the_program_cache_finds_its_entry_and_refuses_torn_or_foreign_ones(tmp_path, program):
     cache = ProgramCache(tmp_path / "cache")
     key = ProgramKey("mobilenet_v2", "0123456789abcdef", executorch_version())
@@ -236,3 +239,85 @@ def test_the_program_cache_finds_its_entry_and_refuses_torn_or_foreign_ones(tmp_
         torn.truncate(path.stat().st_size // 2)
     with pytest.raises(ProgramUnusable, match="cut short"):
         cache.load(key)
+
+
+def model_config(tmp_path: Path, **values) -> ModelConfig:
+    return dataclasses.replace(ModelConfig(), **{"cache_dir": str(tmp_path / "cache"), **values})
+
+
+def test_the_loader_runs_the_cached_program_in_a_child(xnnpack_cache):
+    classifier = load_xnnpack(model_config(xnnpack_cache.parent, weights=str(WEIGHTS),
+                                           cache_dir=str(xnnpack_cache)), 2)
+    try:
+        assert classifier.engine == "xnnpack" and classifier.threads == 2
+        assert "ExecuTorch program" in classifier.description and len(classifier.labels) == 1000
+        coffee = Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "coffee.png"))))
+        [(first, _), (second, _)] = classifier.top_k_batch(coffee.repeat(2, 1, 1, 1), 1)
+        assert first == second == [967]
+        process = classifier._child
+    finally:
+        classifier.close()
+    assert process.returncode == 0
+
+
+def test_torchscript_models_are_refused_with_the_engine_to_use(tmp_path):
+    import torch
+
+    with pytest.raises(ModelError, match=r"a quantized TorchScript model cannot be converted "
+                       r"for inference\.engine: xnnpack; set inference\.engine: qnnpack or x86"):
+        load_xnnpack(model_config(tmp_path, torchscript=str(TORCHSCRIPT)), 1)
+    small = tmp_path / "float.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 4, 3)), str(small))
+    with pytest.raises(ModelError, match=r"runs only the built-in MobileNetV2 .*calibration"):
+        load_xnnpack(model_config(tmp_path, torchscript=str(small)), 1)
+
+
+def test_a_program_the_runtime_refuses_is_exported_again_and_a_failed_export_is_one_error(
+        tmp_path):
+    """A cached program with a matching description that the runtime cannot load is exported
+    again; these weights are a state_dict of another model, so the export fails fast."""
+    import torch
+
+    weights = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    cfg = model_config(tmp_path, weights=str(weights))
+    cache = ProgramCache(Path(cfg.cache_dir))
+    key = ProgramKey("mobilenet_v2", sha256_of(str(weights), "w")[:16], executorch_version())
+    cache.program_path(key).parent.mkdir()
+    cache.program_path(key).write_bytes(b"not a flatbuffer" * 10)
+    cache.describe(key, ["a"])
+    with pytest.raises(ModelError, match=r"model.weights: .*other\.pth: cannot be exported for "
+                       r"inference.engine: xnnpack \("):
+        load_xnnpack(cfg, 1)
+
+
+def test_without_executorch_the_daemon_names_the_install_command(tmp_path, xnnpack_cache):
+    """ExecuTorch hidden from a real `pi-infer classify` (sys.modules entry None)."""
+    config = write_config(tmp_path / "c.yaml", base_config(
+        xnnpack_cache, inference={"engine": "xnnpack", "threads": 1}))
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['executorch'] = None; "
+         "from pidaemon.cli import main; sys.exit(main(sys.argv[1:]))", "classify", "--config",
+         str(config), str(IMAGES / "coffee.png")], capture_output=True, text=True, timeout=120,
+        cwd=REPO)
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "inference.engine: xnnpack needs ExecuTorch's runtime" in lines[0]
+    assert "pip install --no-deps -r packaging/xnnpack-requirements.txt" in lines[0]
+
+
+def test_classify_and_prepare_use_the_engine(tmp_path, xnnpack_cache):
+    config = write_config(tmp_path / "c.yaml", base_config(
+        xnnpack_cache, inference={"engine": "xnnpack", "threads": 1}))
+    prepared = pi_infer("prepare", "--config", str(config))
+    assert prepared.returncode == 0, prepared.stderr
+    assert "engine xnnpack" in prepared.stdout and str(xnnpack_cache) in prepared.stdout
+    result = pi_infer("classify", "--json", "--config", str(config),
+                      *[str(IMAGES / name) for name in PHOTO_ORDER])
+    assert result.returncode == 0, result.stderr
+    for name, line in zip(PHOTO_ORDER, result.stdout.splitlines(), strict=True):
+        row = json.loads(line)
+        assert row["engine"] == "xnnpack"
+        check_still(name, {**row, "image": f"{name} with xnnpack"})

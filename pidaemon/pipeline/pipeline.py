@@ -16,7 +16,7 @@ from pidaemon.config.regions import Region
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
-from pidaemon.model.classifier import Classifier
+from pidaemon.model.base import Classifier
 from pidaemon.model.regions import Models
 from pidaemon.pipeline.capture import CaptureWorker
 from pidaemon.pipeline.framequeue import DropOldestQueue
@@ -86,6 +86,7 @@ class Pipeline:
         for worker in (self.capture, self.inference):
             worker.stop()
             self._join(worker, timeout)
+        self.inference.close_models()
         self.results.close()  # the results thread drains it, then ends on QueueClosed
         self._join(self.results_worker, timeout)
         self.results_worker.stop()
@@ -112,9 +113,13 @@ class Pipeline:
         self.swap_models({None: classifier})
 
     def swap_models(self, models: Models) -> None:
-        """The main model (key None) and the region models, replaced together."""
+        """The main model (key None) and the region models, replaced together; the inference
+        thread closes the old ones that are not kept."""
+        kept = {id(c) for c in models.values()}
+        old = [c for c in {id(c): c for c in self.models.values()}.values() if id(c) not in kept]
         self.classifier = self.inference.classifier = models[None]
         self.models = self.inference.models = models
+        self.inference.retire(old)
 
     def apply_live(self, config: Config) -> None:
         """Keys a reload applies without restarting anything."""

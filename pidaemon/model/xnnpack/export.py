@@ -8,19 +8,17 @@ fixed to the QAT value (int8 zero point = uint8 zero point - 128, same scale), a
 weight observer to the QAT weight scale, so the int8 weights are exactly the trained ones.
 
 This needs the exporter (executorch, torchao, torchvision); running the result needs only torch
-and executorch's runtime bindings (see xnnpack_engine).
+and executorch's runtime bindings (see runtime.py).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pidaemon.errors import ModelError, first_line
+from pidaemon.model.xnnpack.cache import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -121,7 +119,8 @@ def carry_over_qparams(prepared: Any, state_dict: Mapping[str, Any]) -> int:
 def quantize_for_xnnpack(model: torch.nn.Module, state_dict: Mapping[str, Any] | None = None,
                          calibration: list[torch.Tensor] | None = None) -> Any:
     """The PT2E-quantized graph of `model`: QAT qparams carried over from `state_dict`, or
-    observed on `calibration` batches (for models without them)."""
+    observed on `calibration` batches (what a float model would need; pi-infer has no key for
+    calibration images yet, so the loader refuses float models)."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -161,41 +160,4 @@ def export_mobilenet_v2(state_dict: Mapping[str, Any], target: Path) -> Path:
         warnings.simplefilter("ignore")
         program = lower_to_pte(quantize_for_xnnpack(float_mobilenet_v2(state_dict),
                                                     state_dict))
-    return write_atomically(target, program)
-
-
-def write_atomically(target: Path, data: bytes) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def export_torchscript(source: Path, target: Path, calibration: list[torch.Tensor]) -> Path:
-    """Write the XNNPACK int8 program of a user's float TorchScript model, its activations
-    calibrated on `calibration` batches. A quantized TorchScript model (torch.ao's packed
-    weights) cannot be converted: torch's TorchScript converter does not know its operators."""
-    import torch
-    from torch._export.converter import TS2EPConverter
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scripted = torch.jit.load(str(source), map_location="cpu").eval()
-        try:
-            graph = TS2EPConverter(scripted, (torch.zeros(INPUT_SHAPE),)).convert().module()
-        except Exception as exc:  # noqa: BLE001 - the converter fails in many ways
-            raise ModelError(f"model.torchscript: {source}: cannot be converted for "
-                             f"inference.engine: xnnpack ({first_line(exc)}); only float "
-                             f"TorchScript models convert: use engine qnnpack or x86 for this "
-                             f"one") from None
-        program = lower_to_pte(quantize_for_xnnpack(graph, calibration=calibration))
     return write_atomically(target, program)

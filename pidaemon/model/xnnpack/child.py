@@ -4,7 +4,10 @@ ExecuTorch's Python bindings keep the GIL for the whole of a method's execution:
 Python capture thread waits for every frame's model run (measured: a 10 ms ticker thread was
 late by 11 ms at the median and over a second at p95 while the model ran back to back). Here the
 child runs the program and this process only copies the input into shared memory and waits on a
-pipe, which releases the GIL. The child exits when the pipe closes, so it never outlives us.
+pipe, which releases the GIL. The child exits when the pipe closes, so it never outlives us; it
+ignores SIGTERM and SIGHUP (systemd signals the whole unit) because we decide when it stops.
+A child that died stays dead: every later call fails at once, so the inference thread's run of
+failures ends the daemon and systemd restarts it with a new child.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from pidaemon.errors import ModelError
+from pidaemon.model.base import Classifier
+from pidaemon.model.xnnpack.runtime import WARMUP_RUNS, top_k_of
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +32,7 @@ INPUT_SHAPE = (1, 3, 224, 224)
 INPUT_FLOATS = 3 * 224 * 224
 MAX_OUTPUTS = 1 << 16
 SHARED_BYTES = 4 * (INPUT_FLOATS + MAX_OUTPUTS)
-START_TIMEOUT_S = 120.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 def _views(buffer: mmap.mmap) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +54,8 @@ def _child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
-class SubprocessXnnpackClassifier:
-    """XnnpackClassifier's interface, with the program run by a child process."""
+class SubprocessXnnpackClassifier(Classifier):
+    """An ExecuTorch program run by a child process."""
 
     engine = "xnnpack"
 
@@ -61,6 +66,7 @@ class SubprocessXnnpackClassifier:
         self.description = f"{description}, run in a child process"
         self.threads = threads
         self._lock = threading.Lock()
+        self._dead: str | None = None  # why the child is gone, once it is
         memory_fd = os.memfd_create("pi-infer-xnnpack")
         os.ftruncate(memory_fd, SHARED_BYTES)
         self._shared = mmap.mmap(memory_fd, SHARED_BYTES)
@@ -68,7 +74,7 @@ class SubprocessXnnpackClassifier:
         command_read, command_write = os.pipe()
         reply_read, reply_write = os.pipe()
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "pidaemon.xnnpack_subprocess", str(program), str(threads),
+            [sys.executable, "-m", "pidaemon.model.xnnpack.child", str(program), str(threads),
              str(memory_fd), str(command_read), str(reply_write)],
             pass_fds=(memory_fd, command_read, reply_write), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # our stdout may be the JSON event stream
@@ -85,6 +91,8 @@ class SubprocessXnnpackClassifier:
 
     def _ask(self, command: bytes) -> str:
         """Send one command and return the child's answer; raises if it failed or died."""
+        if self._dead is not None:
+            raise ModelError(self._dead)
         try:
             self._commands.write(command)
         except BrokenPipeError:
@@ -95,9 +103,10 @@ class SubprocessXnnpackClassifier:
         """The child's answer to the last command; raises if it failed or died."""
         line = self._replies.readline().decode()
         if not line:
-            code = self._child.wait(timeout=5)
-            raise ModelError(f"{self.program}: the ExecuTorch process exited (status {code}); "
-                             f"see its error above")
+            code = self._child.wait(timeout=CLOSE_TIMEOUT_S)
+            self._dead = (f"{self.program}: the ExecuTorch process exited (status {code}); "
+                          f"see its error above")
+            raise ModelError(self._dead)
         status, _, detail = line.rstrip("\n").partition(" ")
         if status != "ok":
             raise ModelError(detail)
@@ -117,40 +126,45 @@ class SubprocessXnnpackClassifier:
             self._ask(b"run\n")
             return self._outputs[:self.outputs].clone().unsqueeze(0)
 
-    def top_k(self, batch: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        """Class indices and softmax scores of the `k` best classes for a 1-image batch."""
-        scores, indices = self.module(batch).softmax(-1)[0].topk(min(k, len(self.labels)))
-        return indices.tolist(), scores.tolist()
+    def top_k_batch(self, batch: torch.Tensor, k: int) -> list[tuple[list[int], list[float]]]:
+        """The `k` best classes of each image, one call each (the program takes one image)."""
+        return [top_k_of(self.module(image), k) for image in batch]
 
     def warm_up(self) -> int:
         """Run the program a few times (XNNPACK packs weights on first call); returns outputs."""
         import torch
 
         dummy = torch.zeros(INPUT_SHAPE)
-        for _ in range(3):
+        for _ in range(WARMUP_RUNS):
             self.module(dummy)
         return self.outputs
 
     def close(self) -> None:
-        """End the child: closing its command pipe makes it exit."""
+        """End the child once the frame it runs is done: closing its command pipe makes it exit.
+        A child that does not answer within CLOSE_TIMEOUT_S is killed."""
+        locked = self._lock.acquire(timeout=CLOSE_TIMEOUT_S)
+        self._dead = self._dead or f"{self.program}: the ExecuTorch process was closed"
         try:
             self._commands.close()
         except BrokenPipeError:
             pass
         try:
-            self._child.wait(timeout=5)
+            self._child.wait(timeout=CLOSE_TIMEOUT_S if locked else 0)
         except subprocess.TimeoutExpired:
             self._child.kill()
             self._child.wait()
-        self._replies.close()
+        if locked:
+            self._lock.release()
+            self._replies.close()  # else a hung call still reads it; it sees the end of file
 
 
 def serve(program: str, threads: int, memory_fd: int, command_fd: int, reply_fd: int) -> None:
     """The child: load the program, then run it on each `run` command until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the parent decides when we stop
     replies = os.fdopen(reply_fd, "wb", buffering=0)
     try:
-        from pidaemon.xnnpack_engine import XnnpackClassifier
+        from pidaemon.model.xnnpack.runtime import XnnpackClassifier
 
         classifier = XnnpackClassifier(Path(program), [], program, threads)
         batch, outputs = _views(mmap.mmap(memory_fd, SHARED_BYTES))

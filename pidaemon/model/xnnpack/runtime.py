@@ -1,5 +1,6 @@
-"""The `xnnpack` engine: an XNNPACK int8 ExecuTorch program (`.pte`) behind the Classifier
-interface the inference worker uses (`top_k`, `warm_up`, `labels`, `engine`, `description`).
+"""ExecuTorch's runtime in this process: an XNNPACK int8 program (`.pte`) as a Classifier.
+
+The daemon runs it in a child process (child.py), which uses this class.
 
 Only executorch's compiled bindings (`_C`, named `_portable_lib` in 1.0.x) are imported, after
 torch: the `portable_lib` wrapper would
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pidaemon.errors import ModelError, first_line
+from pidaemon.model.base import Classifier
 
 if TYPE_CHECKING:
     import torch
 
 ENGINE = "xnnpack"
 WARMUP_RUNS = 3
+INSTALL = ("pip install --no-deps -r packaging/xnnpack-requirements.txt (README: the xnnpack "
+           "engine)")
 
 
 def runtime() -> Any:
@@ -33,8 +37,9 @@ def runtime() -> Any:
         try:
             from executorch.extension.pybindings import _portable_lib as _C  # 1.0.x
         except ImportError as exc:
-            raise ModelError(f"inference.engine: xnnpack needs ExecuTorch ({first_line(exc)}); "
-                             f"install pi-infer[xnnpack] or choose another engine") from None
+            raise ModelError(f"inference.engine: xnnpack needs ExecuTorch's runtime "
+                             f"({first_line(exc)}); install it with {INSTALL}, or choose "
+                             f"another engine") from None
     return _C
 
 
@@ -60,7 +65,7 @@ def load_program(rt: Any, path: Path) -> Any:
     return module
 
 
-class XnnpackClassifier:
+class XnnpackClassifier(Classifier):
     """A loaded `.pte` with its labels; calls are serialised because ExecuTorch methods are not
     reentrant."""
 
@@ -91,11 +96,9 @@ class XnnpackClassifier:
         with self._lock:
             return self._method.forward((batch.contiguous(),))[0]
 
-    def top_k(self, batch: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        """Class indices and softmax scores of the `k` best classes for a 1-image batch."""
-        logits = self.module(batch)
-        scores, indices = logits.float().softmax(-1)[0].topk(min(k, len(self.labels)))
-        return indices.tolist(), scores.tolist()
+    def top_k_batch(self, batch: torch.Tensor, k: int) -> list[tuple[list[int], list[float]]]:
+        """The `k` best classes of each image, one call each (the program takes one image)."""
+        return [top_k_of(self.module(image.unsqueeze(0)), k) for image in batch]
 
     def warm_up(self) -> int:
         """Run the program a few times (XNNPACK packs weights on first call); returns outputs."""
@@ -105,3 +108,9 @@ class XnnpackClassifier:
         for _ in range(WARMUP_RUNS):
             out = self.module(dummy)
         return int(out.shape[-1])
+
+
+def top_k_of(logits: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+    """Class indices and softmax scores of the `k` best classes of one image's logits."""
+    scores, indices = logits.float().softmax(-1).reshape(-1).topk(min(k, logits.shape[-1]))
+    return indices.tolist(), scores.tolist()
