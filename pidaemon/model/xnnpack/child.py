@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -190,4 +191,11 @@ def serve(program: str, threads: int, memory_fd: int, command_fd: int, reply_fd:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]), *(int(arg) for arg in sys.argv[3:6]))
+    # ExecuTorch's bindings write their log (CPU probing, every thread pool reset) to Python's
+    # sys.stderr, which is the journal: drop it, and keep our own failures on the real stderr.
+    sys.stderr = open(os.devnull, "w")  # for the life of the process
+    try:
+        serve(sys.argv[1], int(sys.argv[2]), *(int(arg) for arg in sys.argv[3:6]))
+    except Exception:  # noqa: BLE001 - any failure of ours, with its traceback
+        traceback.print_exc(file=sys.__stderr__)
+        raise SystemExit(1) from None

@@ -33,21 +33,25 @@ from pidaemon.model.xnnpack.cache import (
     executorch_version,
 )
 from pidaemon.model.xnnpack.child import SubprocessXnnpackClassifier
-from pidaemon.model.xnnpack.runtime import INSTALL, runtime, runtime_available
+from pidaemon.model.xnnpack.runtime import INSTALL, require_runtime
 
 log = logging.getLogger("pi-infer")
 
 
 def xnnpack_installed() -> bool:
-    """ExecuTorch's runtime with the XNNPACK backend can be imported here."""
-    return runtime_available()
+    """ExecuTorch's runtime is installed here (whether it has XNNPACK, the child finds out)."""
+    try:
+        require_runtime()
+    except ModelError:
+        return False
+    return True
 
 
 def load_xnnpack(model_cfg: ModelConfig, threads: int) -> Classifier:
     """The warmed xnnpack classifier of `model_cfg`, its child running `threads` threads."""
     if model_cfg.torchscript is not None:
         refuse_torchscript(model_cfg.torchscript)
-    runtime()  # a missing runtime is named before any export is tried
+    require_runtime()  # a missing runtime is named before any export is tried
     cache = ProgramCache(Path(model_cfg.cache_dir) if model_cfg.cache_dir else default_cache_dir())
     key = ProgramKey(model_cfg.name, weights_identity(model_cfg), executorch_version())
     try:

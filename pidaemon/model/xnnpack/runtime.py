@@ -3,14 +3,17 @@
 The daemon runs it in a child process (child.py), which uses this class.
 
 Only executorch's compiled bindings (`_C`, named `_portable_lib` in 1.0.x) are imported, after
-torch: the `portable_lib` wrapper would
-also import the exporter (seconds of start-up, and ruamel.yaml, tabulate, torchao, sympy).
+torch, and only where the model runs (the daemon's parent process merely looks for them): the
+`portable_lib` wrapper would also import the exporter (seconds of start-up, and ruamel.yaml,
+tabulate, torchao, sympy).
 The XNNPACK thread pool is ExecuTorch's own, so `torch.set_num_threads` does not reach it;
 `set_threads` resets it and loads the program again so no method keeps the old pool.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,28 +30,41 @@ INSTALL = ("pip install --no-deps -r packaging/xnnpack-requirements.txt (README:
            "engine)")
 
 
+BINDINGS = ("executorch.extension.pybindings._C",  # executorch >= 1.1
+            "executorch.extension.pybindings._portable_lib")  # 1.0.x
+
+
+def require_runtime() -> None:
+    """Raise the ModelError naming the install command unless ExecuTorch's bindings are
+    installed; looks for them without loading them (only the child process loads them)."""
+    reason = "no module named executorch"
+    for name in BINDINGS:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return
+        except (ImportError, ValueError) as exc:
+            reason = first_line(exc)
+    raise ModelError(f"inference.engine: xnnpack needs ExecuTorch's runtime ({reason}); "
+                     f"install it with {INSTALL}, or choose another engine")
+
+
 def runtime() -> Any:
-    """executorch's runtime bindings, or a ModelError saying how to install them."""
+    """executorch's runtime bindings with the XNNPACK backend, or a ModelError saying why not."""
+    require_runtime()
     import torch  # noqa: F401 - the bindings link libtorch and need it loaded first
 
     try:
-        from executorch.extension.pybindings import _C  # executorch >= 1.1
+        bindings = importlib.import_module(BINDINGS[0])
     except ImportError:
         try:
-            from executorch.extension.pybindings import _portable_lib as _C  # 1.0.x
+            bindings = importlib.import_module(BINDINGS[1])
         except ImportError as exc:
-            raise ModelError(f"inference.engine: xnnpack needs ExecuTorch's runtime "
-                             f"({first_line(exc)}); install it with {INSTALL}, or choose "
-                             f"another engine") from None
-    return _C
-
-
-def runtime_available() -> bool:
-    """True when the ExecuTorch bindings with the XNNPACK backend can be imported here."""
-    try:
-        return "XnnpackBackend" in runtime()._get_registered_backend_names()
-    except ModelError:
-        return False
+            raise ModelError(f"inference.engine: xnnpack: ExecuTorch's runtime cannot be loaded "
+                             f"({first_line(exc)}); reinstall it with {INSTALL}") from None
+    if "XnnpackBackend" not in bindings._get_registered_backend_names():
+        raise ModelError(f"inference.engine: xnnpack: this ExecuTorch build has no XNNPACK "
+                         f"backend; install the wheel named by {INSTALL}")
+    return bindings
 
 
 def load_program(rt: Any, path: Path) -> Any:
