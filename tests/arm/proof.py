@@ -8,7 +8,9 @@ chroot under qemu-user with QEMU_CPU=cortex-a72, the Pi 4's core (ARMv8.0, no LS
    requirements met by the pinned set (skipped when ARM_TORCH overrides the pins);
 3. `pi-infer check-config` accepts the test config;
 4. `pi-infer classify --json` picks the qnnpack engine and labels the photos as on x86;
-5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0.
+5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0;
+6. with the aarch64 ExecuTorch wheels (--xnnpack-site), `inference.engine: xnnpack`: `pi-infer
+   prepare` exports the program on the emulated CPU, then classify and run give the same labels.
 With a torch known to crash on Cortex-A72 (ARM_TORCH=2.10.0), step 4 fails with pi-infer's
 refusal instead of the SIGILL a Pi 4 user would get.
 """
@@ -63,13 +65,15 @@ def mount(stack: ExitStack, target: Path, *args: str) -> None:
 class Guest:
     """Commands in the arm64 userland, each a fresh emulated process with a clean environment."""
 
-    def __init__(self, rootfs: Path, prefix: str) -> None:
+    def __init__(self, rootfs: Path, prefix: str, extra_site: str | None = None) -> None:
         self.rootfs = rootfs
         self.prefix = prefix  # where pi-infer is installed, its console script in bin/
+        self.extra_site = extra_site  # more wheels, after the pinned ones
 
     def run(self, *argv: str, cpu: str = CPU, timeout: float = 300) -> subprocess.CompletedProcess:
+        path = ":".join(p for p in (SITE, self.extra_site, self.prefix) if p)
         env = {"QEMU_CPU": cpu, "PATH": f"{self.prefix}/bin:/usr/bin:/bin", "HOME": "/root",
-               "LANG": "C.UTF-8", "PYTHONPATH": f"{SITE}:{self.prefix}",
+               "LANG": "C.UTF-8", "PYTHONPATH": path,
                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
         return subprocess.run([CHROOT, str(self.rootfs), *argv], capture_output=True, text=True,
                               env=env, timeout=timeout, check=False)
@@ -141,8 +145,8 @@ def classify(guest: Guest, run: str) -> None:
             raise ProofFailed(str(exc)) from None
 
 
-def run_daemon(guest: Guest, run: str) -> None:
-    result = guest.ok("pi-infer", "run", "--config", f"{run}/pi-infer.yaml", "--source",
+def run_daemon(guest: Guest, run: str, config: str = "pi-infer.yaml") -> None:
+    result = guest.ok("pi-infer", "run", "--config", f"{run}/{config}", "--source",
                       f"{run}/photos.avi", "--duration", str(RUN_SECONDS), "--log-format", "json",
                       timeout=RUN_SECONDS + 180)
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -160,6 +164,34 @@ def run_daemon(guest: Guest, run: str) -> None:
         raise ProofFailed(f"expected at least 3 predictions, all of the photos' classes; got "
                           f"{len(predictions)}, wrong: {wrong[:3]}\n"
                           f"stderr: {result.stderr[-3000:]}")
+
+
+def xnnpack(guest: Guest, run: str, staged: Path) -> None:
+    """The xnnpack engine: export on the emulated CPU (timed), then the labels of classify and
+    run, as with qnnpack."""
+    config = yaml.safe_load((staged / "pi-infer.yaml").read_text())
+    config["inference"] = {"engine": "xnnpack"}
+    (staged / "xnnpack.yaml").write_text(yaml.safe_dump(config))
+    with phase("xnnpack-export"):
+        prepared = guest.ok("pi-infer", "prepare", "--config", f"{run}/xnnpack.yaml",
+                            timeout=3600)
+    print(prepared.stdout.strip())
+    with phase("xnnpack-classify"):
+        result = guest.ok("pi-infer", "classify", "--json", "--config", f"{run}/xnnpack.yaml",
+                          *(f"{run}/{name}" for name in PHOTO_ORDER))
+    for line in result.stdout.splitlines():
+        answer = json.loads(line)
+        name = Path(answer["image"]).name
+        print(f"xnnpack classify {name}: {answer['labels'][0]} ({answer['classes'][0]}) "
+              f"{answer['scores'][0]:.3f}, engine {answer['engine']}")
+        if answer["engine"] != "xnnpack":
+            raise ProofFailed(f"engine xnnpack ran as {answer['engine']}")
+        try:
+            check_still(name, answer)
+        except AssertionError as exc:
+            raise ProofFailed(str(exc)) from None
+    with phase("xnnpack-run"):
+        run_daemon(guest, run, "xnnpack.yaml")
 
 
 def install(guest: Guest, run: str, wheel: str, pinned: bool) -> None:
@@ -187,6 +219,10 @@ def prove(args: argparse.Namespace, passed: list[str]) -> None:
         staged = args.rootfs / run.lstrip("/")
         staged.mkdir()
         guest = Guest(args.rootfs, f"{run}/pkg")
+        if args.xnnpack_site:  # mounted in the tmpfs: the shared userland is only read
+            (staged / "xnnpack-site").mkdir()
+            mount(stack, staged / "xnnpack-site", "--bind", "-o", "ro", str(args.xnnpack_site))
+        with_executorch = Guest(args.rootfs, f"{run}/pkg", f"{run}/xnnpack-site")
         with phase("stage"):
             wheel = stage(staged, run, sys.executable)
         checks: list[tuple[str, Callable[[], object]]] = [
@@ -196,6 +232,8 @@ def prove(args: argparse.Namespace, passed: list[str]) -> None:
             ("classify", lambda: classify(guest, run)),
             ("run", lambda: run_daemon(guest, run)),
         ]
+        if args.xnnpack_site:
+            checks.append(("xnnpack", lambda: xnnpack(with_executorch, run, staged)))
         for name, check in checks:
             with phase(name):
                 check()
@@ -207,6 +245,7 @@ def main() -> int:
     parser.add_argument("--rootfs", type=Path, required=True)
     parser.add_argument("--site", type=Path, required=True)
     parser.add_argument("--torch-override", action="store_true")
+    parser.add_argument("--xnnpack-site", type=Path, help="aarch64 ExecuTorch wheels")
     args = parser.parse_args()
     started = time.monotonic()
     passed: list[str] = []
