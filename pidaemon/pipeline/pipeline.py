@@ -86,10 +86,13 @@ class Pipeline:
         for worker in (self.capture, self.inference):
             worker.stop()
             self._join(worker, timeout)
-        self.inference.close_models()
         self.results.close()  # the results thread drains it, then ends on QueueClosed
         self._join(self.results_worker, timeout)
         self.results_worker.stop()
+
+    def close(self) -> None:
+        """Release the models (the xnnpack engine's child processes), once stopped."""
+        self.inference.close_models()
 
     @staticmethod
     def _join(worker: Worker, timeout: float) -> None:
