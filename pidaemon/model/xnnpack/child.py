@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from pidaemon.errors import ModelError
+from pidaemon.errors import ModelError, first_line
 from pidaemon.model.base import Classifier
 from pidaemon.model.xnnpack.runtime import WARMUP_RUNS, top_k_of
 
@@ -171,7 +171,7 @@ def serve(program: str, threads: int, memory_fd: int, command_fd: int, reply_fd:
         batch, outputs = _views(mmap.mmap(memory_fd, SHARED_BYTES))
         count = classifier.module(batch).numel()
     except Exception as exc:  # noqa: BLE001 - reported to the parent as its ModelError
-        replies.write(f"error {exc}\n".encode())
+        replies.write(f"error {first_line(exc)}\n".encode())
         return
     if count > MAX_OUTPUTS:
         replies.write(f"error {program}: {count} outputs, more than {MAX_OUTPUTS}\n".encode())
@@ -187,7 +187,7 @@ def serve(program: str, threads: int, memory_fd: int, command_fd: int, reply_fd:
                     classifier.set_threads(int(argument))
                 replies.write(b"ok\n")
             except Exception as exc:  # noqa: BLE001 - one failed frame, reported per call
-                replies.write(f"error {str(exc).splitlines()[0]}\n".encode())
+                replies.write(f"error {first_line(exc)}\n".encode())
 
 
 if __name__ == "__main__":
