@@ -288,7 +288,7 @@ def test_a_program_the_runtime_refuses_is_exported_again_and_a_failed_export_is_
     cache.program_path(key).write_bytes(b"not a flatbuffer" * 10)
     cache.describe(key, ["a"])
     with pytest.raises(ModelError, match=r"model.weights: .*other\.pth: cannot be exported for "
-                       r"inference.engine: xnnpack \("):
+                       r"inference.engine: xnnpack, not torchvision's quantized MobileNetV2"):
         load_xnnpack(cfg, 1)
 
 

@@ -112,17 +112,27 @@ def _xnnpack_targets(report: dict, threads: int) -> list[Target]:
         targets.append(Target(
             f"xnnpack-vs-{other}", f"xnnpack model-only fps / {other} fps, 1 thread, "
             f"{match['caller']} (p50)", ratio, limit, False))
-    for scenario, metric, what in (("pi-like", "latency_p50_ms", "latency p50"),
-                                   ("overload", "age_p95_ms", "frame age p95")):
+    # What each should take: latency, the model time; frame age under overload, the model time
+    # plus up to one camera period (the newest frame waits for the model to be free).
+    for scenario, metric, what, bound in (
+            ("pi-like", "latency_p50_ms", "latency p50 / model p50", _model),
+            ("overload", "age_p95_ms", "frame age p95 / (model p50 + camera period)",
+             _model_and_period)):
         ours = find_row(runs, scenario=f"{scenario}-xnnpack", runner="pi-infer")
         theirs = find_row(runs, scenario=scenario, runner="pi-infer", threads=threads)
         targets.append(Target(
             f"xnnpack-{scenario}-{metric.split('_')[0]}",
-            f"({what} / model p50) with xnnpack over the same with qnnpack, {scenario}, "
-            f"{threads} thread(s)",
-            _ratio(ours[metric] / ours["model_p50_ms"], theirs[metric] / theirs["model_p50_ms"]),
-            1.1, True))
+            f"({what}) with xnnpack over the same with qnnpack, {scenario}, {threads} thread(s)",
+            _ratio(ours[metric] / bound(ours), theirs[metric] / bound(theirs)), 1.1, True))
     return targets
+
+
+def _model(run: dict) -> float:
+    return run["model_p50_ms"]
+
+
+def _model_and_period(run: dict) -> float:
+    return run["model_p50_ms"] + 1000 / run["camera_fps"]
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -13,11 +13,14 @@ and executorch's runtime bindings (see runtime.py).
 
 from __future__ import annotations
 
+import importlib.resources
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pidaemon.errors import first_line
 from pidaemon.model.xnnpack.cache import write_atomically
 
 if TYPE_CHECKING:
@@ -141,12 +144,26 @@ def quantize_for_xnnpack(model: torch.nn.Module, state_dict: Mapping[str, Any] |
     return convert_pt2e(prepared)
 
 
+def use_bundled_flatc() -> None:
+    """executorch serialises programs with the `flatc` tool its wheel ships (executorch/data/bin)
+    but looks for it on PATH, which under systemd (or pip --target) lacks the venv's bin/."""
+    if os.environ.get("FLATC_EXECUTABLE"):
+        return
+    try:
+        bundled = importlib.resources.files("executorch.data.bin") / "flatc"
+    except ModuleNotFoundError:
+        return
+    if bundled.is_file():
+        os.environ["FLATC_EXECUTABLE"] = str(bundled)
+
+
 def lower_to_pte(quantized: Any) -> bytes:
     """The XNNPACK-delegated ExecuTorch program of a quantized graph, serialised."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    use_bundled_flatc()
     example = (torch.zeros(INPUT_SHAPE),)
     exported = torch.export.export(quantized, example)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
@@ -158,6 +175,13 @@ def export_mobilenet_v2(state_dict: Mapping[str, Any], target: Path) -> Path:
     atomically (a power cut never leaves a torn file)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = lower_to_pte(quantize_for_xnnpack(float_mobilenet_v2(state_dict),
-                                                    state_dict))
+        try:
+            model = float_mobilenet_v2(state_dict)
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            raise WeightsMismatch(first_line(exc)) from None
+        program = lower_to_pte(quantize_for_xnnpack(model, state_dict))
     return write_atomically(target, program)
+
+
+class WeightsMismatch(Exception):
+    """The state_dict is not torchvision's quantized MobileNetV2's."""

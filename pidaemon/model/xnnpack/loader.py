@@ -19,6 +19,7 @@ from pidaemon.model.base import Classifier
 from pidaemon.model.cache import default_cache_dir
 from pidaemon.model.files import (
     DEFAULT_WEIGHTS,
+    DEFAULT_WEIGHTS_FILE,
     check_label_count,
     default_weights,
     read_labels,
@@ -33,6 +34,7 @@ from pidaemon.model.xnnpack.cache import (
     executorch_version,
 )
 from pidaemon.model.xnnpack.child import SubprocessXnnpackClassifier
+from pidaemon.model.xnnpack.export import WeightsMismatch, export_mobilenet_v2
 from pidaemon.model.xnnpack.runtime import INSTALL, require_runtime
 
 log = logging.getLogger("pi-infer")
@@ -120,18 +122,15 @@ def _export(model_cfg: ModelConfig, cache: ProgramCache,
         target = Path(tempfile.mkdtemp(prefix="pi-infer-")) / target.name
     started = time.monotonic()
     try:
-        from pidaemon.model.xnnpack.export import export_mobilenet_v2
-
         export_mobilenet_v2(state_dict, target)
-    except ImportError as exc:
-        raise ModelError(f"inference.engine: xnnpack: exporting the model needs ExecuTorch's "
-                         f"exporter ({first_line(exc)}); install it with {INSTALL}, or copy a "
-                         f"program exported elsewhere with pi-infer prepare into "
-                         f"{cache.directory}") from None
-    except Exception as exc:  # noqa: BLE001 - torch.export and the lowering fail in many ways
+    except WeightsMismatch as exc:
         raise ModelError(f"model.weights: {source}: cannot be exported for inference.engine: "
-                         f"xnnpack ({first_line(exc)}); use torchvision's quantized MobileNetV2 "
-                         f"weights or another engine") from None
+                         f"xnnpack, not torchvision's quantized MobileNetV2 ({exc}); use "
+                         f"torchvision's {DEFAULT_WEIGHTS_FILE} or another engine") from None
+    except Exception as exc:  # noqa: BLE001 - torch.export and the lowering fail in many ways
+        raise ModelError(f"inference.engine: xnnpack: exporting the model failed "
+                         f"({first_line(exc)}); install ExecuTorch's exporter with {INSTALL}, "
+                         f"or choose another engine") from None
     if target.parent == cache.directory:
         cache.describe(key, labels)
         log.info("model cache written: %s (exported in %.1f s)", target,
