@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -205,6 +207,21 @@ def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
         child._child.wait()  # gone before we write: the broken pipe must read as its exit
         with pytest.raises(ModelError, match="the ExecuTorch process exited"):
             child.module(Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp")))))
+        with pytest.raises(ModelError, match="the ExecuTorch process exited"):
+            child.module(Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp")))))
+    finally:
+        child.close()
+
+
+def test_a_child_dead_of_sigill_says_the_build_does_not_run_on_this_cpu(program):
+    """What the aarch64 ExecuTorch 1.0.1 wheel does on a Cortex-A72 (README), here by signal."""
+    child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
+    try:
+        os.kill(child._child.pid, signal.SIGILL)
+        with pytest.raises(ModelError, match=r"died of SIGILL \(status -4\): this ExecuTorch "
+                           r"build uses instructions this CPU lacks; choose another "
+                           r"inference\.engine"):
+            child.top_k(Normalizer()(crop_and_resize(cv2.imread(str(IMAGES / "bird.bmp")))), 1)
     finally:
         child.close()
 

@@ -55,6 +55,14 @@ def _child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
+def exit_reason(code: int) -> str:
+    """Why the child ended, and what to do about it."""
+    if code == -signal.SIGILL:
+        return ("the ExecuTorch process died of SIGILL (status -4): this ExecuTorch build uses "
+                "instructions this CPU lacks; choose another inference.engine")
+    return f"the ExecuTorch process exited (status {code}); see its error above"
+
+
 class SubprocessXnnpackClassifier(Classifier):
     """An ExecuTorch program run by a child process."""
 
@@ -104,9 +112,7 @@ class SubprocessXnnpackClassifier(Classifier):
         """The child's answer to the last command; raises if it failed or died."""
         line = self._replies.readline().decode()
         if not line:
-            code = self._child.wait(timeout=CLOSE_TIMEOUT_S)
-            self._dead = (f"{self.program}: the ExecuTorch process exited (status {code}); "
-                          f"see its error above")
+            self._dead = f"{self.program}: {exit_reason(self._child.wait(CLOSE_TIMEOUT_S))}"
             raise ModelError(self._dead)
         status, _, detail = line.rstrip("\n").partition(" ")
         if status != "ok":
