@@ -90,10 +90,10 @@ class InferenceConfig:
         "the CPUs this process may use (affinity, cgroup quota) less one for capture, so 1 on 2 "
         "CPUs and 3 on 4, logged at start.",
         kind=int, minimum=1, maximum=64, words=("auto",), on_reload=LIVE)
-    engine: str = setting("auto", "Quantized engine: auto (qnnpack on Arm, or xnnpack there when "
-                          "ExecuTorch is installed; x86 elsewhere), qnnpack, x86, fbgemm or "
-                          "xnnpack (ExecuTorch's XNNPACK int8, the built-in model only; README: "
-                          "the xnnpack engine).",
+    engine: str = setting("auto", "Quantized engine: auto (qnnpack on Arm, x86 elsewhere), "
+                          "qnnpack, x86, fbgemm or xnnpack (ExecuTorch's XNNPACK int8, the "
+                          "built-in model only, never chosen by auto; README: the xnnpack "
+                          "engine).",
                           choices=("auto", "qnnpack", "x86", "fbgemm", "xnnpack"),
                           on_reload=MODEL)
     jit: bool = setting(True, "Compile the model with TorchScript and cache it (fast warm "

@@ -29,7 +29,7 @@ from pidaemon.model.files import (
     refuse_special_file,
     weights_identity,
 )
-from pidaemon.model.xnnpack.loader import load_xnnpack, xnnpack_installed
+from pidaemon.model.xnnpack.loader import load_xnnpack
 
 if TYPE_CHECKING:
     import torch
@@ -40,10 +40,13 @@ WARMUP_RUNS = 3
 XNNPACK = "xnnpack"
 
 
-def select_engine(requested: str, torchscript: bool = False) -> str:
-    """`auto` means qnnpack on Arm (its kernels are tuned for it), x86 (or fbgemm) elsewhere;
-    on Arm the xnnpack engine instead when ExecuTorch is installed and the model is the built-in
-    MobileNetV2 (a TorchScript model cannot be exported without calibration images)."""
+def select_engine(requested: str) -> str:
+    """`auto` means qnnpack on Arm (its kernels are tuned for it), x86 (or fbgemm) elsewhere.
+
+    It never means xnnpack (README, the xnnpack engine): on x86 xnnpack is no faster than x86
+    and costs a second process, and the aarch64 ExecuTorch that fits the Pi's torch dies of
+    SIGILL on a Cortex-A72 (Pi 4); `inference.engine: xnnpack` asks for it explicitly.
+    """
     import torch
 
     if requested == XNNPACK:
@@ -52,10 +55,6 @@ def select_engine(requested: str, torchscript: bool = False) -> str:
     if requested == "auto":
         machine = platform.machine().lower()
         if machine.startswith(("arm", "aarch64")):
-            if not torchscript and xnnpack_installed():
-                log.info("inference.engine: auto chose xnnpack (ExecuTorch is installed; "
-                         "faster than qnnpack on Arm)")
-                return XNNPACK
             preferred = ["qnnpack"]
         else:
             preferred = ["x86", "fbgemm", "qnnpack"]
@@ -229,7 +228,7 @@ def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> C
 def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:
     import torch
 
-    engine = select_engine(inference_cfg.engine, model_cfg.torchscript is not None)
+    engine = select_engine(inference_cfg.engine)
     if engine == XNNPACK:
         return load_xnnpack(model_cfg, resolve_threads(inference_cfg.threads)[0])
     torch.backends.quantized.engine = engine

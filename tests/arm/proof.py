@@ -10,7 +10,9 @@ chroot under qemu-user with QEMU_CPU=cortex-a72, the Pi 4's core (ARMv8.0, no LS
 4. `pi-infer classify --json` picks the qnnpack engine and labels the photos as on x86;
 5. `pi-infer run --source VIDEO --duration N --log-format json` predicts them and exits 0;
 6. with the aarch64 ExecuTorch wheels (--xnnpack-site), `inference.engine: xnnpack`: `pi-infer
-   prepare` exports the program on the emulated CPU, then classify and run give the same labels.
+   prepare` exports the program on the emulated CPU, then classify and run give the same labels;
+   or, where the wheel's kernels need more than the Cortex-A72 has (executorch 1.0.1 today), the
+   first inference dies of SIGILL and pi-infer refuses in one line (exit 78) after the export.
 With a torch known to crash on Cortex-A72 (ARM_TORCH=2.10.0), step 4 fails with pi-infer's
 refusal instead of the SIGILL a Pi 4 user would get.
 """
@@ -173,8 +175,18 @@ def xnnpack(guest: Guest, run: str, staged: Path) -> None:
     config["inference"] = {"engine": "xnnpack"}
     (staged / "xnnpack.yaml").write_text(yaml.safe_dump(config))
     with phase("xnnpack-export"):
-        prepared = guest.ok("pi-infer", "prepare", "--config", f"{run}/xnnpack.yaml",
-                            timeout=3600)
+        prepared = guest.run("pi-infer", "prepare", "--config", f"{run}/xnnpack.yaml",
+                             timeout=3600)
+    refusal = [line for line in prepared.stderr.splitlines() if "died of SIGILL" in line]
+    exported = "model cache written" in prepared.stderr
+    if prepared.returncode == 78 and refusal and exported:
+        # executorch 1.0.1's kernels need more than ARMv8.0: pi-infer must say so in one line
+        # (exit 78, no restart loop) instead of crashing; until a build runs here, that is all.
+        print(f"xnnpack: exported, then refused on {CPU}: {refusal[0]}")
+        return
+    if prepared.returncode != 0:
+        raise ProofFailed(f"`pi-infer prepare` with engine xnnpack exited "
+                          f"{describe(prepared.returncode)}\nstderr: {prepared.stderr[-3000:]}")
     print(prepared.stdout.strip())
     with phase("xnnpack-classify"):
         result = guest.ok("pi-infer", "classify", "--json", "--config", f"{run}/xnnpack.yaml",
