@@ -55,6 +55,11 @@ def _child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
+class ChildRefused(ModelError):
+    """The child answered with an error (a program it cannot load, a failed call); a child
+    that died raises plain ModelError."""
+
+
 def exit_reason(code: int) -> str:
     """Why the child ended, and what to do about it."""
     if code == -signal.SIGILL:
@@ -116,7 +121,7 @@ class SubprocessXnnpackClassifier(Classifier):
             raise ModelError(self._dead)
         status, _, detail = line.rstrip("\n").partition(" ")
         if status != "ok":
-            raise ModelError(detail)
+            raise ChildRefused(detail)
         return detail
 
     def set_threads(self, threads: int) -> None:

@@ -33,7 +33,7 @@ from pidaemon.model.xnnpack.cache import (
     ProgramUnusable,
     executorch_version,
 )
-from pidaemon.model.xnnpack.child import SubprocessXnnpackClassifier
+from pidaemon.model.xnnpack.child import ChildRefused, SubprocessXnnpackClassifier
 from pidaemon.model.xnnpack.export import WeightsMismatch, export_mobilenet_v2
 from pidaemon.model.xnnpack.runtime import INSTALL, require_runtime
 
@@ -67,7 +67,7 @@ def load_xnnpack(model_cfg: ModelConfig, threads: int) -> Classifier:
         cached = False
     try:
         classifier = SubprocessXnnpackClassifier(program, labels, description, threads)
-    except ModelError as exc:
+    except ChildRefused as exc:  # a child that died (SIGILL) would die on a new export too
         if not cached:
             raise
         log.warning("model cache %s cannot be run (%s); exporting it again", program, exc)
