@@ -28,9 +28,12 @@ PACKAGE_TARGETS := run test bench e2e e2e-vm test-arm e2e-arm
 $(PACKAGE_TARGETS:%=packages-%): packages-%:
 	@packaging/ensure-system-packages $*
 
-$(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt)
+# The test venv also gets the xnnpack engine (ExecuTorch, --no-deps, packaging/xnnpack-requirements.txt)
+# so its tests run for real: PI_INFER_XNNPACK=required makes a missing executorch fail them.
+$(VENV)/.deps-stamp: pyproject.toml $(wildcard packaging/constraints-*.txt) packaging/xnnpack-requirements.txt
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install --progress-bar off $(CONSTRAINTS) -e '.[test]'
+	$(PIP) install --progress-bar off --no-deps -r packaging/xnnpack-requirements.txt
 	touch $@
 
 venv: $(VENV)/.deps-stamp
@@ -42,8 +45,9 @@ run: packages-run venv
 lint: venv
 	$(PYTHON) -m ruff check pidaemon tests
 
+# PI_INFER_TEST_CACHE=DIR keeps what the tests export (the xnnpack program, ~1 min) across runs.
 test: packages-test venv lint
-	$(PYTHON) -m pytest -q tests
+	PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q tests
 
 SOAK_MINUTES ?= 10
 soak: venv

@@ -16,7 +16,8 @@ from pidaemon import config as config_module
 from pidaemon.config import Config, Key, Reload
 from pidaemon.errors import PiInferError, first_line
 from pidaemon.eventlog import emit
-from pidaemon.model.classifier import Classifier, load_classifier
+from pidaemon.model.base import Classifier
+from pidaemon.model.classifier import load_classifier
 from pidaemon.model.regions import load_models
 
 
@@ -52,7 +53,11 @@ class ReloadJob(threading.Thread):
             if any(key.on_reload is Reload.MODEL for key in changed):
                 emit("model", "model: loading the model for the reload", state="loading")
                 classifier = load_classifier(new.model, new.inference)
-                models = load_models(new, classifier)
+                try:
+                    models = load_models(new, classifier)
+                except BaseException:
+                    classifier.close()  # the xnnpack engine's child process
+                    raise
             self.prepared = Prepared(new, changed, classifier, models)
         except BaseException as exc:  # noqa: BLE001 - reported by the main loop, never fatal
             self.error = exc

@@ -191,6 +191,7 @@ class Service:
         self.notifier.stopping()
         if self.pipeline is not None:
             self.pipeline.stop()
+            self.pipeline.close()
         for sink in self.sinks:
             sink.stop()
         emit("lifecycle", "stopped")

@@ -71,6 +71,37 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+def require_executorch() -> None:
+    """Skip a module without ExecuTorch, unless PI_INFER_XNNPACK=required (make test sets it
+    where the test venv installs it): then its absence fails the run instead of hiding."""
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        if os.environ.get("PI_INFER_XNNPACK") == "required":
+            pytest.fail("executorch is not installed but PI_INFER_XNNPACK=required",
+                        pytrace=False)
+        pytest.skip("executorch is not installed (packaging/xnnpack-requirements.txt)",
+                    allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def xnnpack_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache holding the xnnpack program of the shared weights, exported by pi-infer's
+    own loader once: exporting takes about a minute, so with $PI_INFER_TEST_CACHE set (CI keeps
+    it) the cache survives across runs."""
+    import dataclasses
+
+    from pidaemon.config import ModelConfig
+    from pidaemon.model.xnnpack.loader import load_xnnpack
+
+    persistent = os.environ.get("PI_INFER_TEST_CACHE")
+    directory = (Path(persistent) / "xnnpack" if persistent
+                 else tmp_path_factory.mktemp("xnnpack-cache"))
+    model = dataclasses.replace(ModelConfig(), weights=str(WEIGHTS), cache_dir=str(directory))
+    load_xnnpack(model, 1).close()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def photo_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The five photos, one second each, at 10 fps."""

@@ -1,6 +1,7 @@
 """`pi-infer bench`: the simulated camera behaves like a V4L2 driver, and a quick run produces
 a complete, self-consistent report. No timing is asserted: that is what the bench is for."""
 
+import importlib.util
 import json
 import time
 
@@ -48,6 +49,14 @@ def test_quick_bench_reports_every_measurement(tmp_path):
         assert row["p50_ms"] > 0 and row["fps"] > 0 and row["calls"] >= 10
     engines = {row["engine"] for row in report["model_only"]}
     assert {"qnnpack", report["auto_engine"]} <= engines
+    if importlib.util.find_spec("executorch") is not None:  # the xnnpack engine beside them
+        assert "xnnpack" in engines
+        assert {r["scenario"] for r in report["scenarios"] if r["engine"] == "xnnpack"} == {
+            "pi-like-xnnpack", "overload-xnnpack", "throughput-xnnpack"}
+        warm = report["startup"]["xnnpack"]["warm"]
+        assert warm["exit_code"] == 0 and warm["children_peak_rss_mb"] > 0
+        assert {"xnnpack-vs-qnnpack", "xnnpack-pi-like-latency", "xnnpack-overload-age"} <= {
+            t["name"] for t in report["targets"]}
 
     runs = {(r["scenario"], r["runner"]) for r in report["scenarios"]}
     for scenario in ("pi-like", "overload", "throughput"):

@@ -15,7 +15,8 @@ import pytest
 
 from pidaemon.config import Config, InferenceConfig, ModelConfig, OutputConfig, parse
 from pidaemon.errors import WorkerFailed
-from pidaemon.model.classifier import Classifier, load_classifier
+from pidaemon.model.base import Classifier
+from pidaemon.model.classifier import TorchClassifier, load_classifier
 from pidaemon.pipeline import Pipeline, Result, Snapshot
 from pidaemon.pipeline.sink import Sink
 from pidaemon.sources import CameraState, FrameSource, Grant
@@ -53,10 +54,10 @@ class BrokenCamera(PhotoCamera):
         raise RuntimeError("the driver crashed")
 
 
-class SlowModel(Classifier):
+class SlowModel(TorchClassifier):
     """The real classifier, made to take at least `delay` s per frame, or to hang on demand."""
 
-    def __init__(self, real: Classifier, delay: float = 0.0) -> None:
+    def __init__(self, real: TorchClassifier, delay: float = 0.0) -> None:
         super().__init__(real.module, real.labels, real.engine, real.description)
         self.real, self.delay = real, delay
         self.running = threading.Event()

@@ -42,14 +42,18 @@ from pidaemon.bench.training import training_time
 from pidaemon.config import Config
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ConfigError
+from pidaemon.model.xnnpack.loader import xnnpack_installed
 
 
 def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
             progress: Callable[[str], None]) -> dict:
     work = Path(job.work)
     steady = duration("steady", quick)
+    installed = xnnpack_installed()
     progress("start-up: cold, then warm (spawning pi-infer run)")
-    report: dict[str, Any] = {"startup": startup(cfg, camera_frames(job.photos), work, steady)}
+    report: dict[str, Any] = {"startup": startup(
+        cfg, camera_frames(job.photos), work, steady,
+        (cfg.inference.engine, "xnnpack") if installed else (cfg.inference.engine,))}
     # Later processes reuse the cache the cold start filled (and add the qnnpack entry).
     model_job = dataclasses.replace(job, seconds=duration("model", quick))
     progress("model only")
@@ -57,8 +61,10 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
     threads, _ = resolve_threads(cfg.inference.threads)
     thread_counts = tuple(sorted({1, 2, threads}))
     model_rows: list[dict] = []
-    for engine in ("auto", "qnnpack"):
-        for caller in callers:
+    # xnnpack (ExecuTorch) where it is installed; its first load exports the program.
+    engines = ("auto", "qnnpack", "xnnpack") if installed else ("auto", "qnnpack")
+    for engine in engines:
+        for caller in callers if engine != "xnnpack" else ("main", "worker"):
             result = isolated(model_only, model_job, engine, thread_counts, caller)
             model_rows += result["rows"]
             report.setdefault("frame_costs_ms", result["costs"])
@@ -67,12 +73,16 @@ def measure(job: Job, cfg: Config, litert_model: Path | None, quick: bool,
     report["litert"] = None
     if litert_model is not None:
         progress("LiteRT")
-        report["litert"] = isolated(versus_litert, model_job, str(litert_model))
+        peers = tuple(dict.fromkeys(("auto", "qnnpack", *engines[2:])))
+        report["litert"] = isolated(versus_litert, model_job, str(litert_model), peers)
     auto = find_row(model_rows, engine=report["auto_engine"], threads=1, caller="main")
     qnnpack = find_row(model_rows, engine="qnnpack", threads=1, caller="main")
+    xnnpack = (find_row(model_rows, engine="xnnpack", threads=1, caller="main")
+               if "xnnpack" in engines else None)
     runs = []
     report["daemon_threads"] = threads
-    for scenario in scenarios(auto["fps"], qnnpack["fps"], threads):
+    for scenario in scenarios(auto["fps"], qnnpack["fps"], threads,
+                              xnnpack["fps"] if xnnpack else None):
         progress(f"{scenario.name}: {scenario.runner}")
         runs.append(isolated(run_scenario, job, scenario))
     report["scenarios"] = runs

@@ -36,7 +36,7 @@ def model_only(job: Job, engine: str, thread_counts: tuple[int, ...], caller: st
     forward = forward_call(classifier, frame)
 
     def measure(threads: int) -> Timing:
-        torch.set_num_threads(threads)
+        classifier.set_threads(threads)
         return time_calls(forward, job.seconds)
 
     if caller == "worker+main team":
@@ -52,11 +52,12 @@ def model_only(job: Job, engine: str, thread_counts: tuple[int, ...], caller: st
         rows.append({"engine": classifier.engine, "threads": threads, "caller": caller,
                      **asdict(timing)})
     if caller == "main":
-        torch.set_num_threads(1)
+        classifier.set_threads(1)
         timing = time_paced(forward, PI_FPS, job.seconds)
         rows.append({"engine": classifier.engine, "threads": 1,
                      "caller": f"main, {PI_FPS:g} fps", **asdict(timing)})
     costs = _frame_costs(classifier, frame, job.seconds) if caller == "main" else None
+    classifier.close()
     return {"rows": rows, "costs": costs}
 
 
@@ -78,9 +79,9 @@ def _frame_costs(classifier: Any, frame: np.ndarray, seconds: float) -> dict[str
     }
 
 
-def versus_litert(job: Job, model_path: str) -> dict | None:
+def versus_litert(job: Job, model_path: str, engines: tuple[str, ...]) -> dict | None:
     """The LiteRT peer (XNNPACK, int8 MobileNetV2) on the same frame, if it is installed: at one
-    thread in turn with the torch model (auto engine), then alone at one and two threads."""
+    thread in turn with pi-infer's `engines`, then alone at one and two threads."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -90,10 +91,9 @@ def versus_litert(job: Job, model_path: str) -> dict | None:
     from pidaemon.model.classifier import load_classifier
 
     torch.set_num_threads(1)
-    classifier = load_classifier(job.config.model,
-                                 dataclasses.replace(job.config.inference, engine="auto"))
+    classifiers = [load_classifier(job.config.model, dataclasses.replace(
+        job.config.inference, engine=engine, threads=1)) for engine in engines]
     frame = camera_frames(job.photos)[0]
-    forward = forward_call(classifier, frame)
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[np.newaxis]
 
     def interpreter(threads: int) -> Any:
@@ -102,10 +102,13 @@ def versus_litert(job: Job, model_path: str) -> dict | None:
         loaded.set_tensor(loaded.get_input_details()[0]["index"], rgb)
         return loaded
 
-    lite, ours = time_interleaved([interpreter(1).invoke, forward], job.seconds)
-    rows = [{"engine": "litert", "threads": 1, "caller": "main, in turn", **asdict(lite)},
-            {"engine": classifier.engine, "threads": 1, "caller": "main, in turn",
-             **asdict(ours)}]
+    lite, *ours = time_interleaved(
+        [interpreter(1).invoke, *(forward_call(c, frame) for c in classifiers)], job.seconds)
+    rows = [{"engine": "litert", "threads": 1, "caller": "main, in turn", **asdict(lite)}]
+    rows += [{"engine": c.engine, "threads": 1, "caller": "main, in turn", **asdict(timing)}
+             for c, timing in zip(classifiers, ours, strict=True)]
+    for classifier in classifiers:
+        classifier.close()
     for threads in (1, 2):
         alone = time_calls(interpreter(threads).invoke, job.seconds)
         rows.append({"engine": "litert", "threads": threads, "caller": "main", **asdict(alone)})

@@ -63,13 +63,13 @@ def render(report: dict) -> str:
     costs = report["frame_costs_ms"]
     lines.append("  per frame besides the model: " + ", ".join(
         f"{k.removesuffix('_ms').replace('_', ' ')} {v:.3f} ms" for k, v in costs.items()))
-    lines += ["", f"{'scenario':<13}{'runner':<9}{'engine':<8}{'thr':>3}{'camera':>7}{'fps':>7}"
+    lines += ["", f"{'scenario':<19}{'runner':<9}{'engine':<8}{'thr':>3}{'camera':>7}{'fps':>7}"
               f"{'model':>7}{'infer':>7}{'lat p50':>8}{'p95':>7}{'age p50':>8}{'p95':>7}"
               f"{'cpu':>6}{'dropped':>8}"]
     for r in report["scenarios"]:
         model = f"{r['model_p50_ms']:.1f}" if "model_p50_ms" in r else "-"
         threads = f"{r['threads']}{'*' if r.get('default_threads') else ''}"
-        lines.append(f"{r['scenario']:<13}{r['runner']:<9}{r['engine']:<8}{threads:>3}"
+        lines.append(f"{r['scenario']:<19}{r['runner']:<9}{r['engine']:<8}{threads:>3}"
                      f"{r['camera_fps']:>7.0f}{r['fps']:>7.1f}{model:>7}{r['infer_p50_ms']:>7.1f}"
                      f"{r['latency_p50_ms']:>8.1f}{r['latency_p95_ms']:>7.1f}"
                      f"{r['age_p50_ms']:>8.1f}{r['age_p95_ms']:>7.1f}{r['cpu_cores']:>6.2f}"
@@ -84,8 +84,13 @@ def render(report: dict) -> str:
               f"{'loaded' if s['warm']['torchvision_loaded'] else 'not loaded'} when warm); "
               f"bare `import torch, cv2` {s['bare']['import_s']:.2f} s",
               f"peak RSS: warm daemon {s['warm']['peak_rss_mb']:.0f} MB, cold "
-              f"{s['cold']['peak_rss_mb']:.0f} MB, bare import {s['bare']['peak_rss_mb']:.0f} MB",
-              ""]
+              f"{s['cold']['peak_rss_mb']:.0f} MB, bare import {s['bare']['peak_rss_mb']:.0f} MB"]
+    if "xnnpack" in s:
+        x = s["xnnpack"]
+        lines.append(f"xnnpack: READY cold (export) {x['cold']['ready_s']:.2f} s, warm "
+                     f"{x['warm']['ready_s']:.2f} s; peak RSS warm {x['warm']['peak_rss_mb']:.0f} "
+                     f"MB + its child {x['warm']['children_peak_rss_mb']:.0f} MB")
+    lines.append("")
     if report.get("page"):
         lines += [*render_page(report["page"]), ""]
     lines += [training_line(report.get("training")), "", "targets"]

@@ -20,7 +20,7 @@ from pidaemon.bench.common import (
     percentile,
 )
 from pidaemon.bench.simcamera import SimulatedCamera
-from pidaemon.bench.timing import Timing, forward_call, in_new_thread, time_paced
+from pidaemon.bench.timing import Timing, cpu_time, forward_call, in_new_thread, time_paced
 from pidaemon.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -55,12 +55,12 @@ class Meter:
 
     def begin(self) -> None:
         self.begun_at = time.monotonic()
-        self._cpu = time.process_time()
+        self._cpu = cpu_time()
         self._produced = self.camera.produced
 
     def end(self) -> None:
         self.ended_at = time.monotonic()
-        self.cpu_cores = (time.process_time() - self._cpu) / (self.ended_at - self.begun_at)
+        self.cpu_cores = (cpu_time() - self._cpu) / (self.ended_at - self.begun_at)
         self.produced = int(self.camera.produced - self._produced)
 
     def summary(self, scenario: Scenario, engine: str, threads: int) -> dict:
@@ -144,7 +144,6 @@ def run_tutorial(job: Job, scenario: Scenario) -> dict:
 
 def run_pipeline(job: Job, scenario: Scenario) -> dict:
     """pi-infer's Pipeline, the very object the service runs, reading the simulated camera."""
-    import torch
 
     from pidaemon.model.classifier import load_classifier
     from pidaemon.pipeline import Pipeline, Result
@@ -170,7 +169,7 @@ def run_pipeline(job: Job, scenario: Scenario) -> dict:
     # The pipeline's reference: model-only calls at the camera's rate (back to back when the
     # model cannot keep up), from a thread like the inference thread, just before and after.
     def reference() -> Timing:
-        torch.set_num_threads(threads)
+        classifier.set_threads(threads)
         return time_paced(forward_call(classifier, camera.images[0]), scenario.fps,
                           job.seconds / 4)
 
@@ -185,6 +184,7 @@ def run_pipeline(job: Job, scenario: Scenario) -> dict:
         pipeline.stop()
     pipeline.raise_if_dead()
     after = in_new_thread(reference)
+    pipeline.close()
     summary = meter.summary(scenario, classifier.engine, threads)
     model_cpu_ms = (before.cpu_ms + after.cpu_ms) / 2
     return {**summary,
@@ -200,7 +200,8 @@ def run_scenario(job: Job, scenario: Scenario) -> dict:
 
 
 # -- the whole run ----------------------------------------------------------------------------
-def scenarios(auto_fps: float, qnnpack_fps: float, threads: int) -> list[Scenario]:
+def scenarios(auto_fps: float, qnnpack_fps: float, threads: int,
+              xnnpack_fps: float | None = None) -> list[Scenario]:
     """Each side at its own default and both at the same thread count, so neither wins by
     configuration: the tutorial's default is torch's (one thread per core), pi-infer's is
     `threads` (inference.threads: auto, resolved).
@@ -208,7 +209,9 @@ def scenarios(auto_fps: float, qnnpack_fps: float, threads: int) -> list[Scenari
     A Pi-like camera (36 fps; qnnpack, and the auto engine); a camera at least 1.5 times faster
     than qnnpack can follow (60 fps or more); throughput (auto engine at 1, 2 and `threads`
     threads) with a camera twice as fast as the model at 1 thread, so the source never limits
-    it (an unpaced source would only make the capture thread spin).
+    it (an unpaced source would only make the capture thread spin). With `xnnpack_fps` (ExecuTorch
+    installed), the xnnpack engine in the Pi-like, overload and throughput scenarios too, its
+    overload camera 1.5 times faster than it.
     """
     overload = round(max(OVERLOAD_FPS, 1.5 * qnnpack_fps), 1)
     fast = round(2 * auto_fps, 1)
@@ -223,4 +226,15 @@ def scenarios(auto_fps: float, qnnpack_fps: float, threads: int) -> list[Scenari
         *(Scenario("overload", "pi-infer", "qnnpack", n, overload) for n in same),
         Scenario("throughput", "tutorial", "qnnpack", None, fast),
         *(Scenario("throughput", "pi-infer", "auto", n, fast) for n in sorted({1, 2, threads})),
+        *(_xnnpack(xnnpack_fps, threads) if xnnpack_fps else []),
+    ]
+
+
+def _xnnpack(model_fps: float, threads: int) -> list[Scenario]:
+    overload = round(max(OVERLOAD_FPS, 1.5 * model_fps), 1)
+    return [
+        Scenario("pi-like-xnnpack", "pi-infer", "xnnpack", threads, PI_FPS),
+        Scenario("overload-xnnpack", "pi-infer", "xnnpack", threads, overload),
+        *(Scenario("throughput-xnnpack", "pi-infer", "xnnpack", n, round(2 * model_fps, 1))
+          for n in sorted({1, 2, threads})),
     ]

@@ -29,11 +29,11 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float, seconds: float
     return path
 
 
-def daemon_config(cfg: Config, cache_dir: Path, video: Path) -> dict:
+def daemon_config(cfg: Config, cache_dir: Path, video: Path, engine: str) -> dict:
     model = cfg.model
     return {
         "camera": {"device": str(video), "fps": PI_FPS, "loop": True},
-        "inference": {"engine": cfg.inference.engine, "threads": cfg.inference.threads},
+        "inference": {"engine": engine, "threads": cfg.inference.threads},
         "model": {"weights": model.weights, "torchscript": model.torchscript,
                   "labels": model.labels, "cache_dir": str(cache_dir)},
     }
@@ -68,6 +68,9 @@ def start_daemon(config_path: Path, work: Path, steady_s: float) -> dict:
         ready_s = notify.wait_for("READY=1", READY_TIMEOUT_S, exited) - started
         time.sleep(steady_s)
         peak = proc_status(proc.pid, "VmHWM")
+        children = [int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+        children_peak = sum(proc_status(pid, "VmHWM") for pid in children)
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -79,6 +82,7 @@ def start_daemon(config_path: Path, work: Path, steady_s: float) -> dict:
         log.close()
         notify.close()
     return {"ready_s": round(ready_s, 3), "peak_rss_mb": round(peak, 1),
+            "children_peak_rss_mb": round(children_peak, 1),
             "torchvision_loaded": "/torchvision/" in maps, "exit_code": proc.returncode}
 
 
@@ -96,13 +100,21 @@ def bare_import() -> dict:
             "peak_rss_mb": round(peak, 1)}
 
 
-def startup(cfg: Config, frames: list[np.ndarray], work: Path, steady_s: float) -> dict:
+def startup(cfg: Config, frames: list[np.ndarray], work: Path, steady_s: float,
+            engines: tuple[str, ...]) -> dict:
+    """For each engine, a cold start (empty cache: build or export) and a warm one."""
     video = write_video(work / "camera.avi", frames, PI_FPS, 2.0)
     cache_dir = work / "daemon-cache"  # empty: the first start is cold
-    config_path = work / "daemon.yaml"
-    config_path.write_text(yaml.safe_dump(daemon_config(cfg, cache_dir, video)))
-    cold = start_daemon(config_path, work, steady_s)
-    warm = start_daemon(config_path, work, steady_s)
-    return {"cold": cold, "warm": warm, "bare": bare_import()}
+    report: dict = {"bare": bare_import()}
+    for engine in engines:
+        config_path = work / f"daemon-{engine}.yaml"
+        config_path.write_text(yaml.safe_dump(daemon_config(cfg, cache_dir, video, engine)))
+        cold = start_daemon(config_path, work, steady_s)
+        warm = start_daemon(config_path, work, steady_s)
+        if engine == cfg.inference.engine:
+            report.update(cold=cold, warm=warm)
+        else:
+            report[engine] = {"cold": cold, "warm": warm}
+    return report
 
 

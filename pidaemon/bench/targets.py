@@ -78,6 +78,8 @@ def evaluate(report: dict) -> list[Target]:
             f"{pipeline['camera_fps']:g} fps",
             _ratio(tutorial["age_p95_ms"], pipeline["age_p95_ms"]), 3.0, False))
 
+    targets += _xnnpack_targets(report, threads)
+
     warm = report["startup"]["warm"]
     bare = report["startup"]["bare"]
     targets.append(Target(
@@ -90,6 +92,47 @@ def evaluate(report: dict) -> list[Target]:
     targets.append(Target("peak-rss", "MB of peak RSS above a bare `import torch, cv2` "
                           "(limit in MB)", round(extra, 1), 60.0, True))
     return targets
+
+
+def _xnnpack_targets(report: dict, threads: int) -> list[Target]:
+    """The xnnpack engine (when measured): its speed against qnnpack and LiteRT, timed in turn,
+    and its pipeline against qnnpack's at the same model time (the GIL it holds in a process
+    would starve the capture thread; run in a child, it must not show)."""
+    runs = report["scenarios"]
+    if not any(r["engine"] == "xnnpack" for r in runs):
+        return []
+    targets = []
+    # Timed in turn beside LiteRT when it is installed, else each alone.
+    peer = report["litert"]["rows"] if report["litert"] else report["model_only"]
+    match = {"caller": "main, in turn"} if report["litert"] else {"caller": "main", "threads": 1}
+    xnnpack = find_row(peer, engine="xnnpack", **match)["p50_ms"]
+    for other, limit in (("qnnpack", 1.5), ("litert", 1.0)):
+        ratio = (_ratio(find_row(peer, engine=other, **match)["p50_ms"], xnnpack)
+                 if other != "litert" or report["litert"] else None)
+        targets.append(Target(
+            f"xnnpack-vs-{other}", f"xnnpack model-only fps / {other} fps, 1 thread, "
+            f"{match['caller']} (p50)", ratio, limit, False))
+    # What each should take: latency, the model time; frame age under overload, the model time
+    # plus up to one camera period (the newest frame waits for the model to be free).
+    for scenario, metric, what, bound in (
+            ("pi-like", "latency_p50_ms", "latency p50 / model p50", _model),
+            ("overload", "age_p95_ms", "frame age p95 / (model p50 + camera period)",
+             _model_and_period)):
+        ours = find_row(runs, scenario=f"{scenario}-xnnpack", runner="pi-infer")
+        theirs = find_row(runs, scenario=scenario, runner="pi-infer", threads=threads)
+        targets.append(Target(
+            f"xnnpack-{scenario}-{metric.split('_')[0]}",
+            f"({what}) with xnnpack over the same with qnnpack, {scenario}, {threads} thread(s)",
+            _ratio(ours[metric] / bound(ours), theirs[metric] / bound(theirs)), 1.1, True))
+    return targets
+
+
+def _model(run: dict) -> float:
+    return run["model_p50_ms"]
+
+
+def _model_and_period(run: dict) -> float:
+    return run["model_p50_ms"] + 1000 / run["camera_fps"]
 
 
 def _ratio(numerator: float, denominator: float) -> float:

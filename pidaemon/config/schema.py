@@ -101,14 +101,18 @@ class QueueConfig:
 @dataclass(frozen=True)
 class InferenceConfig:
     threads: int | str = setting(
-        "auto", "torch intra-op threads, 1 to 64; auto: the CPUs this process may use (affinity, "
-        "cgroup quota) less one for capture, so 1 on 2 CPUs and 3 on 4, logged at start.",
+        "auto", "Model threads (torch intra-op, or the xnnpack engine's pool), 1 to 64; auto: "
+        "the CPUs this process may use (affinity, cgroup quota) less one for capture, so 1 on 2 "
+        "CPUs and 3 on 4, logged at start.",
         kind=int, minimum=1, maximum=64, words=("auto",), on_reload=LIVE)
     engine: str = setting("auto", "Quantized engine: auto (qnnpack on Arm, x86 elsewhere), "
-                          "qnnpack, x86 or fbgemm.",
-                          choices=("auto", "qnnpack", "x86", "fbgemm"), on_reload=MODEL)
+                          "qnnpack, x86, fbgemm or xnnpack (ExecuTorch's XNNPACK int8, the "
+                          "built-in model only, never chosen by auto; README: the xnnpack "
+                          "engine).",
+                          choices=("auto", "qnnpack", "x86", "fbgemm", "xnnpack"),
+                          on_reload=MODEL)
     jit: bool = setting(True, "Compile the model with TorchScript and cache it (fast warm "
-                        "starts).", on_reload=MODEL)
+                        "starts); xnnpack always caches its program.", on_reload=MODEL)
     max_consecutive_errors: int = setting(
         10, "Failed frames in a row before the daemon exits (and systemd restarts it).",
         minimum=1, maximum=100000, on_reload=LIVE)

@@ -11,7 +11,8 @@ import dataclasses
 from pidaemon.config import Config
 from pidaemon.config.regions import Region, RegionModel
 from pidaemon.errors import ConfigError, ModelError
-from pidaemon.model.classifier import Classifier, load_classifier
+from pidaemon.model.base import Classifier
+from pidaemon.model.classifier import load_classifier
 
 Models = dict[RegionModel | None, Classifier]  # None: the main model
 
@@ -19,10 +20,16 @@ Models = dict[RegionModel | None, Classifier]  # None: the main model
 def load_models(config: Config, main: Classifier) -> Models:
     """`main` plus every region model of `config`, each loaded once; checks min_score labels."""
     models: Models = {None: main}
-    for region in (r for feed in config.feeds() for r in feed.regions):
-        if region.model is not None and region.model not in models:
-            models[region.model] = _load_region_model(config, region)
-        check_min_scores(region, models[region.model].labels)
+    try:
+        for region in (r for feed in config.feeds() for r in feed.regions):
+            if region.model is not None and region.model not in models:
+                models[region.model] = _load_region_model(config, region)
+            check_min_scores(region, models[region.model].labels)
+    except BaseException:
+        for key, classifier in models.items():
+            if key is not None:
+                classifier.close()  # an xnnpack region model's child process
+        raise
     return models
 
 

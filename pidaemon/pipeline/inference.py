@@ -5,10 +5,11 @@ gets its turn under overload. The rows of all those frames (one per frame, or on
 that share a model go through it in one batched call, when batching is the faster way
 (BatchChooser); else frame by frame.
 
-Torch's intra-op thread count is set here, in the thread that runs the model, because the
-OpenMP setting is per calling thread. One failing frame is logged with its sequence number and
-skipped; a run of failures means something is broken for good and the worker gives up so that
-systemd restarts the daemon.
+Each model's thread count is set here (Classifier.set_threads), in the thread that runs it,
+because torch's OpenMP setting is per calling thread. Models a reload replaced are closed here
+too, between frames, so a frame never runs on a closed model. One failing frame is logged with
+its sequence number and skipped; a run of failures means something is broken for good and the
+worker gives up so that systemd restarts the daemon.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
-from pidaemon.model.classifier import Classifier
+from pidaemon.model.base import Classifier
 from pidaemon.model.regions import Models
 from pidaemon.pipeline.batching import BatchChooser
 from pidaemon.pipeline.framequeue import DropOldestQueue, FairQueues, QueueClosed
@@ -51,23 +52,38 @@ class InferenceWorker(Worker):
         self.busy = False
         self.per_camera: dict[str | None, list[int]] = {}  # processed, failed
         self._consecutive_failures = 0
-        self._threads_for: tuple[int, Classifier | None] = (0, None)
+        self._threads_for: tuple[int, list[Classifier]] = (0, [])
+        self._retired: list[Classifier] = []
 
     def setup(self) -> None:
         self._apply_threads()
 
+    def retire(self, models: list[Classifier]) -> None:
+        """Close `models` before the next frame (they were replaced by a reload)."""
+        self._retired.extend(models)
+
+    def close_models(self) -> None:
+        """Close every model this worker holds or retired; once the thread has stopped."""
+        self._close_retired()
+        for classifier in {id(c): c for c in self.models.values()}.values():
+            classifier.close()
+
+    def _close_retired(self) -> None:
+        while self._retired:
+            self._retired.pop().close()
+
     def _apply_threads(self) -> None:
         """Also after a reload: loading a model resets torch's process-wide qnnpack pool."""
-        import torch
-
-        wanted = (self.settings.threads, self.classifier)
-        if wanted != self._threads_for:
-            if self._threads_for[1] is not None and self._threads_for[1] is not self.classifier:
-                self.settings.batch.reset()
-            torch.set_num_threads(self.settings.threads)
-            self._threads_for = wanted
+        models = list({id(c): c for c in self.models.values()}.values())
+        if (self.settings.threads, models) != self._threads_for:
+            if self._threads_for[1] and self._threads_for[1] != models:
+                self.settings.batch.reset()  # other models: measure batching again
+            for classifier in models:
+                classifier.set_threads(self.settings.threads)
+            self._threads_for = (self.settings.threads, models)
 
     def step(self) -> None:
+        self._close_retired()
         try:
             frames = self.frames.take(timeout=0.5)
         except QueueClosed:

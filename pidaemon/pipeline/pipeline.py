@@ -18,7 +18,7 @@ from pidaemon.config.schema import NamedCamera
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
 from pidaemon.eventlog import emit
-from pidaemon.model.classifier import Classifier
+from pidaemon.model.base import Classifier
 from pidaemon.model.regions import Models
 from pidaemon.pipeline.capture import CaptureWorker
 from pidaemon.pipeline.feed import JOIN_TIMEOUT, CameraFeed
@@ -110,6 +110,10 @@ class Pipeline:
         self._join(self.results_worker, timeout)
         self.results_worker.stop()
 
+    def close(self) -> None:
+        """Release the models (the xnnpack engine's child processes), once stopped."""
+        self.inference.close_models()
+
     @staticmethod
     def _join(worker: Worker, timeout: float) -> None:
         if worker.is_alive():
@@ -151,9 +155,13 @@ class Pipeline:
         self.swap_models({None: classifier})
 
     def swap_models(self, models: Models) -> None:
-        """The main model (key None) and the region models, replaced together."""
+        """The main model (key None) and the region models, replaced together; the inference
+        thread closes the old ones that are not kept."""
+        kept = {id(c) for c in models.values()}
+        old = [c for c in {id(c): c for c in self.models.values()}.values() if id(c) not in kept]
         self.classifier = self.inference.classifier = models[None]
         self.models = self.inference.models = models
+        self.inference.retire(old)
 
     def apply_live(self, config: Config) -> None:
         """Keys a reload applies without restarting anything."""

@@ -52,7 +52,30 @@ touch "$site"  # last used; wheel sets unused for a month (older pins, ARM_TORCH
 find "$cache" -maxdepth 1 -name 'arm-site-*' -type d -mtime +30 -exec rm -rf {} +
 phase wheels "$start"
 
+# The xnnpack engine's aarch64 wheels (ExecuTorch), a set of their own, beside the pinned ones:
+# the aarch64 lines of packaging/xnnpack-requirements.txt, markers dropped (pip would evaluate them
+# for this host). ARM_XNNPACK=0 skips it; ARM_XNNPACK_CACHE puts the set elsewhere.
+xsite=
+if [ "${ARM_XNNPACK:-1}" = 1 ] && [ -z "$torch" ]; then
+    start=$EPOCHREALTIME
+    xrequirements=$(sed -n -e '/^#/d' -e '/^$/d' -e '/platform_machine == "aarch64"/{s/ *;.*//;p;d}' \
+        -e '/;/d' -e p "$repo/packaging/xnnpack-requirements.txt")
+    xcache=${ARM_XNNPACK_CACHE:-$cache}
+    xsite=$xcache/arm-xnnpack-$( { cat "$here/install-site.sh"; echo "$xrequirements"; } |
+        sha256sum | cut -c1-12)
+    if [ ! -e "$xsite/.complete" ]; then
+        echo "installing the aarch64 ExecuTorch wheels into $xsite"
+        rm -rf "$xsite"
+        mkdir -p "$xsite"
+        echo "$xrequirements" >"$xsite/requirements.txt"
+        "$here/install-site.sh" "$python" "$xsite" "$xsite/requirements.txt"
+        touch "$xsite/.complete"
+    fi
+    echo "xnnpack wheels: $(du -sm --exclude=requirements.txt "$xsite" | cut -f1) MB"
+    phase xnnpack-wheels "$start"
+fi
+
 # A private mount namespace: proc, sys and the wheels mounted into the userland vanish with it.
 export PI_INFER_SHARED=$shared
 exec unshare --mount --propagation private -- "$python" "$here/proof.py" \
-    --rootfs "$rootfs" --site "$site" ${torch:+--torch-override}
+    --rootfs "$rootfs" --site "$site" ${torch:+--torch-override} ${xsite:+--xnnpack-site "$xsite"}
