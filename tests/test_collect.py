@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from pidaemon.config import CollectConfig, Config, OutputConfig, parse
 from pidaemon.outputs import build_sinks
-from pidaemon.outputs.collect import OURS, CollectSink, file_name
+from pidaemon.outputs.collect import OURS, Collector, CollectSink, file_name
 from pidaemon.pipeline import Pipeline
 
-from .conftest import CAT_CLASSES, LABELS, base_config, write_config
+from .conftest import CAT_CLASSES, IMAGES, LABELS, base_config, write_config
 from .test_pipeline_object import PhotoCamera, Recorder, classifier, running, wait_until
 
 __all__ = ["classifier", "running"]  # fixtures used below
@@ -138,3 +139,24 @@ def test_regions_are_collected_in_a_folder_each(classifier, running, tmp_path: P
     for name in ("left", "right"):
         image = cv2.imread(str(next(p for p in (tmp_path / name).iterdir() if OURS.match(p.name))))
         assert image.shape == (224, 224, 3), "each region's crop, as the model saw it"
+
+
+def test_an_unchanged_scene_is_not_kept_again_a_changed_one_is(tmp_path: Path) -> None:
+    coffee = cv2.cvtColor(cv2.resize(cv2.imread(str(IMAGES / "coffee.png")), (224, 224)),
+                          cv2.COLOR_BGR2RGB)
+    bird = cv2.cvtColor(cv2.resize(cv2.imread(str(IMAGES / "bird.bmp")), (224, 224)),
+                        cv2.COLOR_BGR2RGB)
+    collector = Collector(CollectConfig(directory=str(tmp_path), interval=0.1))
+    collector.start()
+    try:
+        assert collector.offer("espresso", 0.9, coffee)
+        time.sleep(0.15)
+        noisy = np.clip(coffee.astype(np.int16) + 2, 0, 255).astype(np.uint8)
+        assert not collector.offer("espresso", 0.9, noisy), "the same scene, a little brighter"
+        assert collector.offer("chickadee", 0.9, bird), "a changed scene is kept at once"
+        time.sleep(0.15)
+        assert collector.offer("espresso", 0.9, coffee, changed=True), "a state change is kept"
+    finally:
+        collector.stop()
+    names = sorted(p.name.split("_")[0] for p in tmp_path.iterdir() if OURS.match(p.name))
+    assert names == ["chickadee", "espresso", "espresso"]

@@ -30,6 +30,10 @@ from pidaemon.pipeline.sink import Sink
 from pidaemon.pipeline.state import StateChange
 
 LOW_SCORE_GAP = 1.0  # seconds between saves of low-score frames
+# Mean absolute difference (0-255) of 32x32 grey thumbnails above which an image is new enough to
+# keep: noise and JPEG flicker of a still scene stay under it, a moved object goes over it.
+DISTINCT = 6.0
+STALE_INTERVALS = 10  # an unchanged scene is still kept this many intervals apart
 WARN_EVERY = 60.0
 QUEUE = 4  # images waiting to be written; the oldest is dropped if the disk is that slow
 JPEG_QUALITY = 95
@@ -54,6 +58,7 @@ class Collector:
         self.saved = 0
         self.failed = 0
         self._last: dict[str, float] = {}  # folder -> monotonic time of its last save
+        self._thumbs: dict[str, np.ndarray] = {}  # folder -> its last saved image, small
         self._queue: DropOldestQueue[tuple[str, str, np.ndarray]] = DropOldestQueue(QUEUE)
         self._kept: dict[str, deque[Path]] = {}  # folder -> its files, oldest first
         self._warned_at = -WARN_EVERY
@@ -71,13 +76,25 @@ class Collector:
 
     def offer(self, label: str, score: float, image: np.ndarray, folder: str = "",
               changed: bool = False) -> bool:
-        """Keep `image` (224x224 RGB) if it is due; returns whether it was queued."""
+        """Keep `image` (224x224 RGB) if it is due; returns whether it was queued.
+
+        Due: at a state change, for a low score (at most once a second), or once `interval`
+        has passed and the image differs from the last one kept (a camera watching an unchanged
+        scene would otherwise fill the folder with copies); an unchanged scene is still kept
+        every STALE_INTERVALS intervals.
+        """
         now = time.monotonic()
         since = now - self._last.get(folder, -float("inf"))
         low = score < self.config.min_score_below and since >= LOW_SCORE_GAP
-        if not (changed or low or since >= self.config.interval):
+        due = since >= self.config.interval
+        thumb = _thumbnail(image)
+        kept = self._thumbs.get(folder)
+        distinct = kept is None or float(np.abs(thumb - kept).mean()) >= DISTINCT
+        if not (changed or low or (due and (distinct
+                                            or since >= STALE_INTERVALS * self.config.interval))):
             return False
         self._last[folder] = now
+        self._thumbs[folder] = thumb
         try:
             self._queue.put((folder, file_name(label, score, time.time()), image))
         except QueueClosed:
@@ -189,3 +206,8 @@ class CollectSink(Sink):
 
 def _folder(camera: str | None, region: str) -> str:
     return "/".join(part for part in (camera, region) if part)
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
