@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pidaemon.errors import first_line
+from pidaemon.model.files import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -129,19 +129,8 @@ class ModelCache:
 
         meta = {"format": FORMAT, "model": key.model, "engine": key.engine,
                 "weights": key.weights, "torch": key.torch, "labels": labels}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path_for(key)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as tmp, warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                torch.jit.save(module, tmp, _extra_files={META_NAME: json.dumps(meta)})
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return target
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "jit is deprecated"
+            return write_atomically(self.path_for(key), lambda f: torch.jit.save(
+                module, f, _extra_files={META_NAME: json.dumps(meta)}))
 

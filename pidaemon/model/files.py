@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pidaemon.config import ModelConfig
 from pidaemon.errors import ModelError, first_line
@@ -129,3 +130,22 @@ def check_label_count(model_cfg: ModelConfig, labels: list[str], outputs: int) -
         source = model_cfg.labels or "the built-in labels"
         raise ModelError(f"model.labels: {source} has {len(labels)} labels but the model has "
                          f"{outputs} outputs; give a labels file with one line per output")
+
+
+def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Let `write` fill a temporary file beside `target`, then rename it into place (readable by
+    all: the service's dynamic user reads what root prepared): a power cut never leaves a torn
+    file, and a reader never sees half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from pidaemon.model.files import write_atomically
 
 FORMAT = 1
 
@@ -37,24 +37,6 @@ class ProgramKey:
     @property
     def stem(self) -> str:
         return f"{self.model}-xnnpack-{self.weights}-executorch{self.executorch}"
-
-
-def write_atomically(target: Path, data: bytes) -> Path:
-    """Write `data` to `target` through a renamed temporary file: a power cut never leaves a
-    torn file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
 
 
 class ProgramUnusable(Exception):
@@ -103,4 +85,5 @@ class ProgramCache:
         meta = {"format": FORMAT, "model": key.model, "weights": key.weights,
                 "executorch": key.executorch, "labels": labels,
                 "sha256": _digest(self.program_path(key))}
-        return write_atomically(self.description_path(key), json.dumps(meta).encode())
+        text = json.dumps(meta).encode()
+        return write_atomically(self.description_path(key), lambda f: f.write(text))

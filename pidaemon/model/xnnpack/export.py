@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pidaemon.errors import first_line
-from pidaemon.model.xnnpack.cache import write_atomically
+from pidaemon.model.files import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -180,7 +180,7 @@ def export_mobilenet_v2(state_dict: Mapping[str, Any], target: Path) -> Path:
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise WeightsMismatch(first_line(exc)) from None
         program = lower_to_pte(quantize_for_xnnpack(model, state_dict))
-    return write_atomically(target, program)
+    return write_atomically(target, lambda f: f.write(program))
 
 
 class WeightsMismatch(Exception):
