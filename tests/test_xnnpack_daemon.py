@@ -66,14 +66,21 @@ def test_predictions_follow_the_photos_in_order(tmp_path, xnnpack_cache, photo_v
     assert "threadpool" not in daemon.stderr  # ExecuTorch's own log lines stay out of the journal
 
 
-def test_reload_changes_the_childs_threads_and_sigterm_ends_both(tmp_path, xnnpack_cache,
-                                                                 photo_video, start_daemon):
+def start_predicting(tmp_path, xnnpack_cache, photo_video, start_daemon):
+    """The daemon on the looping photo video with the xnnpack engine, once it predicts; its
+    config file and settings, which a test edits and reloads."""
     path = tmp_path / "c.yaml"
     config = xnnpack_config(xnnpack_cache, camera={"loop": True, "device": str(photo_video)},
                             output={"every_frame": True})
     write_config(path, config)
     daemon = start_daemon("--config", str(path))
     daemon.wait_for(lambda e: e["event"] == "prediction")
+    return path, config, daemon
+
+
+def test_reload_changes_the_childs_threads_and_sigterm_ends_both(tmp_path, xnnpack_cache,
+                                                                 photo_video, start_daemon):
+    path, config, daemon = start_predicting(tmp_path, xnnpack_cache, photo_video, start_daemon)
     [child] = children(daemon.proc.pid)
     before = threads_of(child)
     config["inference"]["threads"] = 2
@@ -97,12 +104,7 @@ def test_reload_changes_the_childs_threads_and_sigterm_ends_both(tmp_path, xnnpa
 
 
 def test_a_model_swap_ends_the_old_child(tmp_path, xnnpack_cache, photo_video, start_daemon):
-    path = tmp_path / "c.yaml"
-    config = xnnpack_config(xnnpack_cache, camera={"loop": True, "device": str(photo_video)},
-                            output={"every_frame": True})
-    write_config(path, config)
-    daemon = start_daemon("--config", str(path))
-    daemon.wait_for(lambda e: e["event"] == "prediction")
+    path, config, daemon = start_predicting(tmp_path, xnnpack_cache, photo_video, start_daemon)
     [old] = children(daemon.proc.pid)
     config["model"]["top_k"] = 3  # a live key
     config["output"]["interval"] = 0.4

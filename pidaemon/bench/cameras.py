@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pidaemon import config as config_module
-from pidaemon.bench.common import bench_config, camera_frames, percentile, shared_dir
+from pidaemon.bench.common import bench_config, camera_frames, percentile, require_shared
 from pidaemon.bench.simcamera import SimulatedCamera
 
 FPS = 36.0
@@ -111,10 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    shared = shared_dir(args.shared)
+    shared = require_shared(args.shared, "cameras")
     if shared is None:
-        print("pi-infer bench cameras: the test weights and photos were not found; pass "
-              "--shared DIR or set PI_INFER_SHARED", file=sys.stderr)
         return 2
     if args.rss_child is not None:
         row = run(shared, args.cache, "auto", args.rss_child, None, args.seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,15 @@ def shared_dir(option: Path | None) -> Path | None:
     """Test assets: --shared, else $PI_INFER_SHARED, else shared/ beside a source checkout."""
     candidate = option or Path(os.environ.get("PI_INFER_SHARED", REPO.parent / "shared"))
     return candidate.resolve() if candidate.is_dir() else None
+
+
+def require_shared(option: Path | None, command: str) -> Path | None:
+    """`shared_dir`, or None after telling the user where the assets were looked for."""
+    shared = shared_dir(option)
+    if shared is None:
+        print(f"pi-infer bench {command}: the test weights and photos were not found; pass "
+              f"--shared DIR or set PI_INFER_SHARED", file=sys.stderr)
+    return shared
 
 
 def bench_config(base: Config, shared: Path | None, cache_dir: Path) -> Config:

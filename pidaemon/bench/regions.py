@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 
 from pidaemon import config as config_module
-from pidaemon.bench.common import shared_dir
+from pidaemon.bench.common import require_shared
 from pidaemon.bench.timing import time_calls
 
 BOXES = {1: [(0.0, 0.0, 0.5, 1.0)],
@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--shared", type=Path, help="the test weights and photos")
     args = parser.parse_args(argv)
-    shared = shared_dir(args.shared)
+    shared = require_shared(args.shared, "regions")
     if shared is None:
-        print("pi-infer bench regions: the test weights and photos were not found; pass "
-              "--shared DIR or set PI_INFER_SHARED", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as cache:
         rows = measure(args.seconds, shared, Path(cache))
