@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except PiInferError as exc:
         if os.environ.get("PI_INFER_DEBUG"):
             raise
-        _report(args.command, exc)
+        report_error(args.command, exc)
         return exc.exit_code
 
 
@@ -190,7 +190,7 @@ def entry() -> None:
     os._exit(code)
 
 
-def _report(command: str, exc: PiInferError) -> None:
+def report_error(command: str, exc: PiInferError) -> None:
     """Errors of `run` go to the log (the journal); other commands print them to stderr."""
     logger = logging.getLogger("pi-infer")
     if command == "run" and logger.handlers:

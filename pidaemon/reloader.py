@@ -18,7 +18,7 @@ from pidaemon.errors import PiInferError, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.base import Classifier
 from pidaemon.model.classifier import load_classifier
-from pidaemon.model.regions import load_models
+from pidaemon.model.regions import ModelLoader, load_models
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,13 @@ class ReloadJob(threading.Thread):
     """Prepares one reload; `wake` is set when it is done, successful or not."""
 
     def __init__(self, current: Config, path: Path | None, source: str | None,
-                 wake: threading.Event) -> None:
+                 wake: threading.Event, load_model: ModelLoader = load_classifier) -> None:
         super().__init__(name="reload", daemon=True)
         self.current = current
         self.path = path
         self.source = source
         self.wake = wake
+        self.load_model = load_model
         self.prepared: Prepared | None = None
         self.error: BaseException | None = None
 
@@ -52,9 +53,9 @@ class ReloadJob(threading.Thread):
             classifier = models = None
             if any(key.on_reload is Reload.MODEL for key in changed):
                 emit("model", "model: loading the model for the reload", state="loading")
-                classifier = load_classifier(new.model, new.inference)
+                classifier = self.load_model(new.model, new.inference)
                 try:
-                    models = load_models(new, classifier)
+                    models = load_models(new, classifier, self.load_model)
                 except BaseException:
                     classifier.close()  # the xnnpack engine's child process
                     raise

@@ -16,27 +16,30 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from pidaemon import earlysignals
-from pidaemon.config import Config, Reload
+from pidaemon.config import CameraConfig, Config, Reload
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import ModelError, PiInferError, first_line
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import load_classifier
-from pidaemon.model.regions import check_min_scores, load_models
+from pidaemon.model.regions import ModelLoader, check_min_scores, load_models
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
 from pidaemon.pipeline.tap import FrameTap
 from pidaemon.reloader import Prepared, ReloadJob, describe_failure
-from pidaemon.sources import make_source
+from pidaemon.sources import FrameSource, make_source
 from pidaemon.systemd import Notifier
 
 TICK = 0.25
 DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd sets no watchdog
 CAPTURE_ATTEMPT_TIMEOUT = 10.0
+
+SourceFactory = Callable[[CameraConfig], FrameSource]
 
 
 class TerminateRequest(BaseException):
@@ -48,12 +51,20 @@ class TerminateRequest(BaseException):
 
 
 class Service:
+    """One daemon run. `run()` on the main thread owns the process's signals; on another
+    thread (a test, an embedding program) it leaves them alone, and `request_stop()` and
+    `request_reload()` do what SIGTERM and SIGHUP do. `make_source` and `load_model` are what
+    opens cameras and loads models, for callers that bring their own."""
+
     def __init__(self, config: Config, config_path: Path | None, source: str | None = None,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, *, make_source: SourceFactory = make_source,
+                 load_model: ModelLoader = load_classifier) -> None:
         self.config = config
         self.config_path = config_path
         self.source = source
         self.duration = duration
+        self.make_source = make_source
+        self.load_model = load_model
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
         self.tap = FrameTap()  # the camera's newest image, for the live page
@@ -73,6 +84,15 @@ class Service:
             raise TerminateRequest(signal.Signals(signum).name)
 
     def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
+        self.request_reload()
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does (from any thread; during start-up, once the model is loaded)."""
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        """Reload the config file as SIGHUP does (from any thread)."""
         self._reload = True
         self._wake.set()
 
@@ -103,7 +123,8 @@ class Service:
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped; returns the exit status (errors are raised as PiInferError)."""
-        previous = self._install_signals()
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = self._install_signals() if on_main else {}
         try:
             if self._stop:
                 emit("lifecycle", "stopping: signal received before start-up")
@@ -133,8 +154,8 @@ class Service:
              f"{resolve_threads(cfg.inference.threads)[1]}, {sources}")
         self.notifier.status("loading the model")
         try:
-            classifier = load_classifier(cfg.model, cfg.inference)
-            models = load_models(cfg, classifier)
+            classifier = self.load_model(cfg.model, cfg.inference)
+            models = load_models(cfg, classifier, self.load_model)
         except PiInferError:
             raise
         except Exception as exc:  # one line and exit 78, not a traceback
@@ -143,7 +164,7 @@ class Service:
         emit("model", f"model: {classifier.description}, engine {classifier.engine}, "
              f"{len(classifier.labels)} classes, ready in {time.monotonic() - started:.1f} s",
              engine=classifier.engine, classes=len(classifier.labels))
-        self.pipeline = Pipeline(classifier, cfg, {c.name: make_source(c.camera)
+        self.pipeline = Pipeline(classifier, cfg, {c.name: self.make_source(c.camera)
                                                    for c in cfg.feeds()}, self.sinks, models,
                                  self.tap)
         for sink in self.sinks:
@@ -217,7 +238,8 @@ class Service:
     # -- reload -------------------------------------------------------------------------------
     def _start_reload(self) -> None:
         self.notifier.reloading()
-        self._reload_job = ReloadJob(self.config, self.config_path, self.source, self._wake)
+        self._reload_job = ReloadJob(self.config, self.config_path, self.source, self._wake,
+                                     self.load_model)
         self._reload_job.start()
 
     def _finish_reload(self, job: ReloadJob) -> None:
@@ -262,5 +284,5 @@ class Service:
         if Reload.CAMERA in scopes:  # first, so that new cameras get their regions below
             reopen = {None if key.section == "camera" else key.name for key in changed
                       if key.on_reload is Reload.CAMERA}
-            self.pipeline.set_cameras(new, make_source, reopen)
+            self.pipeline.set_cameras(new, self.make_source, reopen)
         self.pipeline.apply_live(new)

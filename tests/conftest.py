@@ -235,6 +235,22 @@ def start_daemon(daemons: list[Daemon]):
 
 
 @pytest.fixture
+def start_service():
+    """`pi-infer run ARGS` in-process (tests.inprocess.ServiceRun); stopped at the end."""
+    from .inprocess import ServiceRun
+
+    started: list[ServiceRun] = []
+
+    def start(*args: str, env: dict | None = None, **inject) -> ServiceRun:
+        run = ServiceRun(list(args), env, **inject)
+        started.append(run)
+        return run
+    yield start
+    for run in started:
+        run.close()
+
+
+@pytest.fixture
 def mjpeg_camera():
     """A loopback network camera (plugged out at the start: call plug_in())."""
     from .mjpeg_camera import MjpegCamera

@@ -7,23 +7,26 @@ model's problems are reported under the region's key, before READY, like the mai
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
-from pidaemon.config import Config
+from pidaemon.config import Config, InferenceConfig, ModelConfig
 from pidaemon.config.regions import Region, RegionModel
 from pidaemon.errors import ConfigError, ModelError
 from pidaemon.model.base import Classifier
 from pidaemon.model.classifier import load_classifier
 
 Models = dict[RegionModel | None, Classifier]  # None: the main model
+ModelLoader = Callable[[ModelConfig, InferenceConfig], Classifier]  # load_classifier's shape
 
 
-def load_models(config: Config, main: Classifier) -> Models:
-    """`main` plus every region model of `config`, each loaded once; checks min_score labels."""
+def load_models(config: Config, main: Classifier, load: ModelLoader = load_classifier) -> Models:
+    """`main` plus every region model of `config`, each loaded once by `load`; checks min_score
+    labels."""
     models: Models = {None: main}
     try:
         for region in (r for feed in config.feeds() for r in feed.regions):
             if region.model is not None and region.model not in models:
-                models[region.model] = _load_region_model(config, region)
+                models[region.model] = _load_region_model(config, region, load)
             check_min_scores(region, models[region.model].labels)
     except BaseException:
         for key, classifier in models.items():
@@ -33,12 +36,12 @@ def load_models(config: Config, main: Classifier) -> Models:
     return models
 
 
-def _load_region_model(config: Config, region: Region) -> Classifier:
+def _load_region_model(config: Config, region: Region, load: ModelLoader) -> Classifier:
     assert region.model is not None
     model_cfg = dataclasses.replace(config.model, torchscript=region.model.torchscript,
                                     labels=region.model.labels, weights=None)
     try:
-        return load_classifier(model_cfg, config.inference)
+        return load(model_cfg, config.inference)
     except ModelError as exc:
         text, key = str(exc), f"regions.{region.name}.model"
         raise ModelError(key + text.removeprefix("model") if text.startswith("model.")

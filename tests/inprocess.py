@@ -1,0 +1,173 @@
+"""`pi-infer run` in-process: the real Service on a thread of the test, its log lines collected as
+the JSON events `pi-infer run --log-format json` prints.
+
+It speaks like conftest.Daemon (events, wait_for, of, finish) so that a test reads the same either
+way; what needs a process boundary (signals, a closed stdout, exit without traceback) stays a
+subprocess test. `stop()` and `reload()` are what SIGTERM and SIGHUP do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pidaemon import cli
+from pidaemon import config as config_module
+from pidaemon.errors import PiInferError
+from pidaemon.eventlog import LOGGER_NAME, EventHandler
+from pidaemon.service import Service
+
+
+class _Collector(EventHandler):
+    """Each record rendered as the JSON line the daemon would print, parsed back."""
+
+    def __init__(self, sink: queue.Queue[dict | None]) -> None:
+        super().__init__("json")
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.put(json.loads(self.render(record)))
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ while the Service reads them (the Notifier, at construction)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class ServiceRun:
+    """One Service running on a thread; `args` are `pi-infer run`'s (--config, --source, ...)."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 **inject: Callable) -> None:
+        self.lines: queue.Queue[dict | None] = queue.Queue()
+        self.events: list[dict] = []
+        self.exit_code: int | None = None
+        self.error: BaseException | None = None
+        self._collector = _Collector(self.lines)
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.handlers[:] = [self._collector]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        parsed = cli.build_parser().parse_args(["run", *args])
+        self.service: Service | None = None
+        try:
+            cfg = config_module.load(parsed.config).with_source(parsed.source)
+            with _environment(env or {}):
+                self.service = Service(cfg, parsed.config, parsed.source, parsed.duration,
+                                       **inject)
+        except PiInferError as exc:
+            self._failed(exc)
+            return
+        self.thread = threading.Thread(target=self._run, name="service", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        assert self.service is not None
+        try:
+            self.exit_code = self.service.run()
+        except PiInferError as exc:
+            self._failed(exc)
+        except BaseException as exc:  # noqa: BLE001 - the test sees it in finish()
+            self.error = exc
+            self.exit_code = 1
+        finally:
+            self.lines.put(None)
+
+    def _failed(self, exc: PiInferError) -> None:
+        cli.report_error("run", exc)
+        self.exit_code = exc.exit_code
+        self.lines.put(None)
+
+    # -- what the test does, as systemd would ---------------------------------------------------
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.request_stop()
+
+    def reload(self) -> None:
+        assert self.service is not None
+        self.service.request_reload()
+
+    @property
+    def running(self) -> bool:
+        return self.service is not None and self.thread.is_alive()
+
+    def finish(self, timeout: float = 10) -> int:
+        """Wait for run() to return, collect the remaining events, return the exit status."""
+        if self.service is not None:
+            self.thread.join(timeout)
+            assert not self.thread.is_alive(), f"the service did not stop within {timeout} s"
+        while self._take(0) is not None:
+            pass
+        self.close()
+        if self.error is not None:
+            raise AssertionError(f"Service.run raised {self.error!r}") from self.error
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def close(self) -> None:
+        """Stop it if it still runs; the log goes back to no handler."""
+        if self.running:
+            self.stop()
+            self.thread.join(10)
+        logger = logging.getLogger(LOGGER_NAME)
+        if self._collector in logger.handlers:
+            logger.removeHandler(self._collector)
+
+    # -- what it said -----------------------------------------------------------------------------
+    def _take(self, timeout: float) -> dict | None:
+        try:
+            event = self.lines.get(timeout=timeout) if timeout > 0 else self.lines.get_nowait()
+        except queue.Empty:
+            return None
+        if event is None:
+            self.lines.put(None)  # the end stays visible to later calls
+            return None
+        self.events.append(event)
+        return event
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
+        """Collect events until one matches; fails with what was seen so far."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = self._take(left)
+            if event is None:
+                break
+            if predicate(event):
+                return event
+        raise AssertionError(f"no matching event within {timeout} s; exit={self.exit_code} "
+                             f"error={self.error!r} last events={self.events[-8:]}")
+
+    def seen_or_wait(self, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
+        """An event already collected that matches, else the next one that does."""
+        for event in self.events:
+            if predicate(event):
+                return event
+        return self.wait_for(predicate, timeout)
+
+    def drain(self) -> None:
+        """Collect the events already written, without waiting."""
+        while self._take(0) is not None:
+            pass
+
+    def of(self, event: str) -> list[dict]:
+        return [e for e in self.events if e.get("event") == event]
+
+
+def ready(event: dict) -> bool:
+    return event["event"] == "lifecycle" and event["message"].startswith("ready")
