@@ -1,4 +1,4 @@
-# pi-infer: `make run`, `make test`, `make bench`, `make install` (see README.md).
+# pi-infer: `make run`, `make test`, `make bench`, `make install` (see README.md and docs/).
 SHELL := /bin/bash
 PYTHON_BASE ?= python3
 VENV ?= .venv

@@ -29,7 +29,7 @@ from pidaemon.errors import EX_CONFIG
 
 from .conftest import REPO, Daemon, base_config, http_get, pi_infer, write_config
 
-STOP_PROMISE = 2.0  # README: SIGTERM ends the daemon within 2 s, model loading included
+STOP_PROMISE = 2.0  # docs/reliability.md: SIGTERM ends the daemon within 2 s, model loading too
 
 
 def is_ready(event: dict) -> bool:

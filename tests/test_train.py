@@ -135,7 +135,8 @@ def test_daemon_runs_the_trained_model_on_a_video(trained: dict, tmp_path: Path,
 
 def test_a_reload_deploys_the_trained_model(trained: dict, tmp_path: Path, cache_dir: Path,
                                              start_daemon) -> None:
-    """README's step 4: the lines `train` printed, then SIGHUP; the daemon keeps running."""
+    """docs/training.md's step 4: the lines `train` printed, then SIGHUP; the daemon keeps
+    running."""
     bird = write_video(tmp_path / "bird.avi", ["bird.bmp"], 1.0)
     path = tmp_path / "c.yaml"
     config = base_config(cache_dir, camera={"loop": True, "device": str(bird)},

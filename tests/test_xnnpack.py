@@ -214,7 +214,8 @@ def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
 
 
 def test_a_child_dead_of_sigill_says_the_build_does_not_run_on_this_cpu(program):
-    """What the aarch64 ExecuTorch 1.0.1 wheel does on a Cortex-A72 (README), here by signal."""
+    """What the aarch64 ExecuTorch 1.0.1 wheel does on a Cortex-A72 (docs/xnnpack-engine.md),
+    here by signal."""
     child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
     try:
         os.kill(child._child.pid, signal.SIGILL)

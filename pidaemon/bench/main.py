@@ -5,7 +5,7 @@ machine in the same minutes: model-only latency (the limit), the tutorial's sing
 pi-infer's threads fed by the same simulated V4L2 camera, LiteRT, time to READY and peak memory.
 Each measurement runs in a fresh process, as the daemon and the tutorial script do: the quantized
 engine is process-wide and OpenMP thread teams stay with the thread that started them, state that
-one run would otherwise leave to the next (README, Performance, shows how much it matters).
+one run would otherwise leave to the next (docs/performance.md shows how much it matters).
 """
 
 from __future__ import annotations

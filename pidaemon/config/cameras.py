@@ -58,7 +58,7 @@ def parse_cameras(data: Any, problem: Problem, read_section: ReadSection
     return tuple(cameras)
 
 
-# An example for the generated docs (etc/pi-infer.yaml and README).
+# An example for the generated docs (etc/pi-infer.yaml).
 CAMERAS_EXAMPLE = """\
 # cameras: several cameras, one model. Instead of camera: (not both), name each camera and give
 # it the keys of camera: (and its own regions:). One capture thread and queue per camera; the

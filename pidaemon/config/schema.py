@@ -107,8 +107,8 @@ class InferenceConfig:
         kind=int, minimum=1, maximum=64, words=("auto",), on_reload=LIVE)
     engine: str = setting("auto", "Quantized engine: auto (qnnpack on Arm, x86 elsewhere), "
                           "qnnpack, x86, fbgemm or xnnpack (ExecuTorch's XNNPACK int8, the "
-                          "built-in model only, never chosen by auto; README: the xnnpack "
-                          "engine).",
+                          "built-in model only, never chosen by auto; see "
+                          "docs/xnnpack-engine.md).",
                           choices=("auto", "qnnpack", "x86", "fbgemm", "xnnpack"),
                           on_reload=MODEL)
     jit: bool = setting(True, "Compile the model with TorchScript and cache it (fast warm "

@@ -43,7 +43,7 @@ XNNPACK = "xnnpack"
 def select_engine(requested: str) -> str:
     """`auto` means qnnpack on Arm (its kernels are tuned for it), x86 (or fbgemm) elsewhere.
 
-    It never means xnnpack (README, the xnnpack engine): on x86 xnnpack is no faster than x86
+    It never means xnnpack (docs/xnnpack-engine.md): on x86 xnnpack is no faster than x86
     and costs a second process, and the aarch64 ExecuTorch that fits the Pi's torch dies of
     SIGILL on a Cortex-A72 (Pi 4); `inference.engine: xnnpack` asks for it explicitly.
     """
@@ -213,7 +213,7 @@ def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> C
     from the cache took 0.4-1.8 s instead of 0.1 s on 2 cores. And with a second team beside
     the inference thread's, libgomp counts more threads than CPUs and puts them to sleep
     between operators: x86 at 2 threads took 5.9 ms per frame instead of 2.4. The inference
-    thread, which sets its own thread count, owns the only team (README, Performance).
+    thread, which sets its own thread count, owns the only team (docs/performance.md, Threads).
     """
     import torch
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 ENGINE = "xnnpack"
 WARMUP_RUNS = 3
-INSTALL = ("pip install --no-deps -r packaging/xnnpack-requirements.txt (README: the xnnpack "
-           "engine)")
+INSTALL = ("pip install --no-deps -r packaging/xnnpack-requirements.txt (see "
+           "docs/xnnpack-engine.md)")
 
 
 BINDINGS = ("executorch.extension.pybindings._C",  # executorch >= 1.1
