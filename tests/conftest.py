@@ -234,6 +234,31 @@ def start_daemon(daemons: list[Daemon]):
     return start
 
 
+@pytest.fixture(scope="session")
+def classifier(cache_dir: Path):
+    """The real model, loaded once for the session's in-process pipelines."""
+    from pidaemon.config import InferenceConfig, ModelConfig
+    from pidaemon.model.classifier import load_classifier
+
+    return load_classifier(ModelConfig(weights=str(WEIGHTS), labels=str(LABELS),
+                                       cache_dir=str(cache_dir)), InferenceConfig(threads=1))
+
+
+@pytest.fixture
+def running():
+    """Start pipelines and always stop them, even when a test fails."""
+    started = []
+
+    def start(pipeline):
+        started.append(pipeline)
+        pipeline.start()
+        return pipeline
+
+    yield start
+    for pipeline in started:
+        pipeline.stop()
+
+
 @pytest.fixture
 def start_service():
     """`pi-infer run ARGS` in-process (tests.inprocess.ServiceRun); stopped at the end."""
@@ -248,6 +273,32 @@ def start_service():
     yield start
     for run in started:
         run.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A running mosquitto on loopback (tests.mqtt_broker); tests may kill and restart it."""
+    from .mqtt_broker import Broker
+
+    started = Broker(tmp_path)
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def subscribe():
+    """`subscribe(port, login=None)`: paho subscribers to every topic, closed at the test's end."""
+    from .mqtt_broker import Subscriber
+
+    made: list[Subscriber] = []
+
+    def make(port: int, login: tuple[str, str] | None = None) -> Subscriber:
+        made.append(Subscriber(port, login))
+        return made[-1]
+    yield make
+    for subscriber in made:
+        subscriber.close()
 
 
 @pytest.fixture
@@ -276,3 +327,15 @@ def http_get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every Prometheus sample at `url`/metrics as `name{label="value",...}` -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(http_get(f"{url}/metrics")[1]):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

@@ -124,8 +124,9 @@ def test_camera_and_cameras_together_is_an_error(tmp_path):
 
 
 def test_mqtt_topics_and_metrics_per_camera(tmp_path, cache_dir, start_daemon):
-    from .test_metrics import scrape
-    from .test_mqtt import Broker, Subscriber, topic
+    from .conftest import scrape
+    from .mqtt_broker import Broker, Subscriber
+    from .test_mqtt import topic
 
     broker = Broker(tmp_path)
     broker.start()

@@ -13,11 +13,8 @@ from pidaemon.config.schema import NamedCamera
 from pidaemon.pipeline import Pipeline
 from pidaemon.sources import CameraState, FrameSource
 
-from . import test_pipeline_object as single
 from .conftest import EXPECTED
-from .test_pipeline_object import PhotoCamera, Recorder, SlowModel, wait_until
-
-classifier, running = single.classifier, single.running  # the same fixtures
+from .fakes import PhotoCamera, Recorder, SlowModel, wait_until
 
 PHOTOS = {"door": "coffee.png", "yard": "bird.bmp", "shed": "chelsea.png"}
 

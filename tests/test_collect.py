@@ -20,9 +20,7 @@ from pidaemon.outputs.collect import OURS, Collector, CollectSink, file_name
 from pidaemon.pipeline import Pipeline
 
 from .conftest import CAT_CLASSES, IMAGES, LABELS, base_config, write_config
-from .test_pipeline_object import PhotoCamera, Recorder, classifier, running, wait_until
-
-__all__ = ["classifier", "running"]  # fixtures used below
+from .fakes import PhotoCamera, Recorder, wait_until
 
 
 def collect_config(tmp_path: Path, cache_dir: Path, **collect: object) -> Path:

@@ -11,7 +11,7 @@ import yaml
 from pidaemon.errors import EX_CONFIG
 
 from .conftest import base_config, pi_infer, write_config
-from .test_yamlsafe import alias_bomb, block_nesting, flow_nesting
+from .yaml_bombs import alias_bomb, block_nesting, flow_nesting
 
 # Generous: a config bomb took 22 s and 2 GB before limits; refused ones take well under 1 s.
 PROMPTLY = 60

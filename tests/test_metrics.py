@@ -5,21 +5,9 @@ from __future__ import annotations
 import os
 import socket
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from pidaemon.errors import EX_CONFIG
 
-from .conftest import Daemon, base_config, http_get, pi_infer, write_config
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Every sample as `name{label="value",...}` -> value."""
-    samples = {}
-    for family in text_string_to_metric_families(http_get(f"{url}/metrics")[1]):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
+from .conftest import Daemon, base_config, http_get, pi_infer, scrape, write_config
 
 
 def start_with_metrics(start_daemon, tmp_path, cache_dir, photo_video, env=None,

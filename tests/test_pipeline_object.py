@@ -1,116 +1,24 @@
 """The Pipeline in-process: real model, real threads and queues, sources that serve real photos.
 
-The sources here are FrameSources written for the test (a paced photo camera, one that breaks);
-the model is the real quantized MobileNetV2, wrapped where a test needs it slow or hung.
+The sources are tests.fakes' FrameSources (a paced photo camera, one that breaks); the model is
+the real quantized MobileNetV2, wrapped where a test needs it slow or hung.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any
 
-import cv2
 import pytest
 
-from pidaemon.config import Config, InferenceConfig, ModelConfig, OutputConfig, parse
+from pidaemon.config import Config, OutputConfig, parse
 from pidaemon.errors import WorkerFailed
-from pidaemon.model.base import Classifier
-from pidaemon.model.classifier import TorchClassifier, load_classifier
-from pidaemon.pipeline import Pipeline, Result, Snapshot
-from pidaemon.pipeline.sink import Sink
-from pidaemon.sources import CameraState, FrameSource, Grant
+from pidaemon.pipeline import Pipeline
+from pidaemon.sources import CameraState
 
-from .conftest import EXPECTED, IMAGES, LABELS, WEIGHTS
-
-
-class PhotoCamera(FrameSource):
-    """A live camera showing one photo at `fps`; counts how often it was opened."""
-
-    def __init__(self, photo: str, fps: float = 50.0) -> None:
-        super().__init__(f"photo:{photo}")
-        self.image = cv2.imread(str(IMAGES / photo))
-        self.period = 1.0 / fps
-        self.opened = 0
-        self._next = 0.0
-
-    def open(self) -> None:
-        self.opened += 1
-        height, width = self.image.shape[:2]
-        self.grant = Grant(f"{width}x{height} photo", {"width": width, "height": height}, "test")
-        self._next = time.monotonic()
-
-    def read(self) -> tuple[bool, Any]:
-        self._next = max(self._next + self.period, time.monotonic())
-        time.sleep(max(0.0, self._next - time.monotonic()))
-        return True, self.image
-
-    def release(self) -> None:
-        pass
-
-
-class BrokenCamera(PhotoCamera):
-    def read(self) -> tuple[bool, Any]:
-        raise RuntimeError("the driver crashed")
-
-
-class SlowModel(TorchClassifier):
-    """The real classifier, made to take at least `delay` s per frame, or to hang on demand."""
-
-    def __init__(self, real: TorchClassifier, delay: float = 0.0) -> None:
-        super().__init__(real.module, real.labels, real.engine, real.description)
-        self.real, self.delay = real, delay
-        self.running = threading.Event()
-        self.running.set()  # cleared: the next call hangs until it is set again
-
-    def top_k_batch(self, batch: Any, k: int) -> list[tuple[list[int], list[float]]]:
-        self.running.wait()
-        time.sleep(self.delay * len(batch))
-        return self.real.top_k_batch(batch, k)
-
-
-class Recorder(Sink):
-    def __init__(self) -> None:
-        self.results: list[Result] = []
-        self.snapshots: list[Snapshot] = []
-
-    def on_result(self, result: Result, labels: list[str]) -> None:
-        self.results.append(result)
-
-    def on_stats(self, snapshot: Snapshot) -> None:
-        self.snapshots.append(snapshot)
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Classifier:
-    cache = tmp_path_factory.mktemp("cache")
-    return load_classifier(ModelConfig(weights=str(WEIGHTS), labels=str(LABELS),
-                                       cache_dir=str(cache)), InferenceConfig(threads=1))
-
+from .conftest import EXPECTED
+from .fakes import BrokenCamera, PhotoCamera, Recorder, SlowModel, wait_until
 
 CONFIG = Config(output=OutputConfig(interval=0.2))
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def running():
-    """Start pipelines and always stop them, even when a test fails."""
-    started: list[Pipeline] = []
-
-    def start(pipeline: Pipeline) -> Pipeline:
-        started.append(pipeline)
-        pipeline.start()
-        return pipeline
-
-    yield start
-    for pipeline in started:
-        pipeline.stop()
 
 
 def test_frames_flow_to_labels_and_stop_leaves_no_thread(classifier, running):

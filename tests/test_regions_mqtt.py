@@ -10,7 +10,6 @@ import paho.mqtt.client as mqtt
 
 from .conftest import base_config, write_config
 from .regionvideo import LEFT, RIGHT, write_pairs
-from .test_mqtt import Message, broker, subscribe  # noqa: F401 - fixtures
 
 NODE = "cam1"
 BASE = f"pi-infer/{NODE}"
@@ -39,7 +38,7 @@ def run(start_daemon, tmp_path, cache_dir, port, video, regions, name):
     return start_daemon("--config", str(path)), path, config
 
 
-def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_daemon):  # noqa: F811
+def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_daemon):
     video = write_pairs(tmp_path / "pair.avi", [("coffee.png", "bird.bmp")], 10)
     both = {"left": {"box": LEFT, "state": {"consecutive": 2}},
             "right": {"box": RIGHT, "state": {"consecutive": 2}}}

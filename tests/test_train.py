@@ -170,7 +170,7 @@ def test_results_of_the_old_model_keep_its_labels_after_a_swap(trained: dict) ->
     from pidaemon.pipeline import Pipeline, Result
     from pidaemon.pipeline.results import Window
 
-    from .test_pipeline_object import PhotoCamera, Recorder
+    from .fakes import PhotoCamera, Recorder
 
     mine = load_classifier(ModelConfig(torchscript=str(trained["output"] / "model.pt"),
                                        labels=str(trained["output"] / "labels.txt")),
