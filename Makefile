@@ -19,7 +19,7 @@ PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip --quiet
 
 export PI_INFER_SHARED := $(SHARED)
 
-.PHONY: venv run test lint soak bench install install-venv install-files uninstall clean
+.PHONY: venv run test test-system lint soak bench install install-venv install-files uninstall clean
 
 # The system packages a target needs, from the one list packaging/system-packages.txt: installed
 # when make runs as root with apt-get, otherwise named in one line with the command to run.
@@ -45,9 +45,17 @@ run: packages-run venv
 lint: venv
 	$(PYTHON) -m ruff check pidaemon tests
 
+# Two tiers (docs/development.md): `make test` runs in-process, `make test-system` needs a process
+# of its own per test (signals, exit statuses, the browser, the CLI end to end). Both spread over
+# TEST_WORKERS pytest-xdist workers: most of a test's time is waiting, not computing.
 # PI_INFER_TEST_CACHE=DIR keeps what the tests export (the xnnpack program, ~1 min) across runs.
+TEST_WORKERS ?= 3
+PYTEST := PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS)
 test: packages-test venv lint
-	PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q tests
+	$(PYTEST) -m "not system" tests
+
+test-system: packages-test venv
+	$(PYTEST) -m system tests
 
 SOAK_MINUTES ?= 10
 soak: venv
