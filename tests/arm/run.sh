@@ -5,6 +5,7 @@
 #   SHARED  the shared/ directory with images/ and models/
 # ARM_TORCH=2.10.0 (ARM_TORCHVISION defaults to its pair, 0.<minor+15>.<patch>) installs that torch
 # instead of the pinned one: the proof must then fail with pi-infer's refusal.
+# ARM_PREPARE=1 only builds the caches below and stops before the proof (.ci/run warms them so).
 # Cached under /var/cache/pi-infer-ci, each keyed by what defines it: the arm64 userland
 # (userland.sh, build-rootfs.sh; ~5 min, 330 MB) and each set of aarch64 wheels (install-site.sh
 # and the requirements; ~30 s, 800 MB).
@@ -74,6 +75,8 @@ if [ "${ARM_XNNPACK:-1}" = 1 ] && [ -z "$torch" ]; then
     echo "xnnpack wheels: $(du -sm --exclude=requirements.txt "$xsite" | cut -f1) MB"
     phase xnnpack-wheels "$start"
 fi
+
+[ "${ARM_PREPARE:-0}" = 1 ] && { echo "test-arm: caches ready (ARM_PREPARE=1: no proof run)"; exit 0; }
 
 # A private mount namespace: proc, sys and the wheels mounted into the userland vanish with it.
 export PI_INFER_SHARED=$shared

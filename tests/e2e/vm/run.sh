@@ -6,7 +6,8 @@
 # The image and the guest's dependency venv are cached in /var/cache/pi-infer-e2e.
 # Env: PYTHON (development venv python, builds the model cache and the wheel), SHARED (the
 # project's shared/ directory, default <repo>/../shared), MEM (MiB, default 3072), SMP
-# (default 2), TIMEOUT (seconds for the whole VM run, default 600).
+# (default 2), TIMEOUT (seconds for the whole VM run, default 600), PREPARE=1 (only build the cached
+# image and guest venv, as .ci/run does in the background while the tests run).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -56,6 +57,7 @@ image=$(cached image "$(key "$here"/image/*)" "$here/image/build.sh")
 phase "image $image"
 venv=$(cached venv "$(key "$here"/venv/*)" "$here/venv/build.sh")
 phase "guest venv $venv"
+[ "${PREPARE:-0}" = 1 ] && { echo "e2e-vm: caches ready (PREPARE=1: no VM run)"; exit 0; }
 
 work=$(mktemp -d /var/tmp/pi-infer-e2e-vm.XXXXXX)
 payload=$work/payload
