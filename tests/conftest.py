@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +17,8 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+
+from .events import EventStream
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PI_INFER_SHARED", REPO.parent / "shared")).resolve()
@@ -132,16 +132,15 @@ def pi_infer(*args: str, env: dict | None = None, timeout: float = 120,
                           text=True, timeout=timeout, env=env, cwd=cwd)
 
 
-class Daemon:
+class Daemon(EventStream):
     """`pi-infer run` in the background, its JSON output collected by a reader thread."""
 
     def __init__(self, args: list[str], env: dict | None = None) -> None:
+        super().__init__()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pidaemon", "run", "--log-format", "json", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
             env=env, start_new_session=True)
-        self.events: list[dict] = []
-        self.lines: queue.Queue[dict | None] = queue.Queue()
         self.stderr_lines: list[str] = []
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
@@ -157,41 +156,8 @@ class Daemon:
         assert self.proc.stderr is not None
         self.stderr_lines.extend(self.proc.stderr)
 
-    def _take(self, timeout: float) -> dict | None:
-        """Collect the next event; None when none came in time or the output has ended."""
-        try:
-            event = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if event is None:
-            self.lines.put(None)  # the end stays visible to later calls
-            return None
-        self.events.append(event)
-        return event
-
-    def wait_for(self, predicate, timeout: float = 60) -> dict:
-        """Collect events until one matches; fails with what was seen so far."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            event = self._take(left)
-            if event is None:
-                break
-            if predicate(event):
-                return event
-        raise AssertionError(f"no matching event within {timeout} s; exit={self.proc.poll()} "
-                             f"last events={self.events[-8:]} stderr={self.stderr[-2000:]}")
-
-    def drain(self) -> None:
-        """Collect the events already written, without waiting."""
-        while self._take(0) is not None:
-            pass
-
-    def seen_or_wait(self, predicate, timeout: float = 60) -> dict:
-        """An event already collected that matches, else the next one that does."""
-        for event in self.events:
-            if predicate(event):
-                return event
-        return self.wait_for(predicate, timeout)
+    def describe_end(self) -> str:
+        return f"exit={self.proc.poll()} stderr={self.stderr[-2000:]}"
 
     @property
     def stderr(self) -> str:

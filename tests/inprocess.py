@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -22,6 +21,8 @@ from pidaemon import config as config_module
 from pidaemon.errors import PiInferError
 from pidaemon.eventlog import LOGGER_NAME, EventHandler
 from pidaemon.service import Service
+
+from .events import EventStream
 
 
 class _Collector(EventHandler):
@@ -50,13 +51,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-class ServiceRun:
+class ServiceRun(EventStream):
     """One Service running on a thread; `args` are `pi-infer run`'s (--config, --source, ...)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
                  **inject: Callable) -> None:
-        self.lines: queue.Queue[dict | None] = queue.Queue()
-        self.events: list[dict] = []
+        super().__init__()
         self.exit_code: int | None = None
         self.error: BaseException | None = None
         self._collector = _Collector(self.lines)
@@ -112,8 +112,7 @@ class ServiceRun:
         if self.service is not None:
             self.thread.join(timeout)
             assert not self.thread.is_alive(), f"the service did not stop within {timeout} s"
-        while self._take(0) is not None:
-            pass
+        self.drain()
         self.close()
         if self.error is not None:
             raise AssertionError(f"Service.run raised {self.error!r}") from self.error
@@ -129,45 +128,5 @@ class ServiceRun:
         if self._collector in logger.handlers:
             logger.removeHandler(self._collector)
 
-    # -- what it said -----------------------------------------------------------------------------
-    def _take(self, timeout: float) -> dict | None:
-        try:
-            event = self.lines.get(timeout=timeout) if timeout > 0 else self.lines.get_nowait()
-        except queue.Empty:
-            return None
-        if event is None:
-            self.lines.put(None)  # the end stays visible to later calls
-            return None
-        self.events.append(event)
-        return event
-
-    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
-        """Collect events until one matches; fails with what was seen so far."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            event = self._take(left)
-            if event is None:
-                break
-            if predicate(event):
-                return event
-        raise AssertionError(f"no matching event within {timeout} s; exit={self.exit_code} "
-                             f"error={self.error!r} last events={self.events[-8:]}")
-
-    def seen_or_wait(self, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
-        """An event already collected that matches, else the next one that does."""
-        for event in self.events:
-            if predicate(event):
-                return event
-        return self.wait_for(predicate, timeout)
-
-    def drain(self) -> None:
-        """Collect the events already written, without waiting."""
-        while self._take(0) is not None:
-            pass
-
-    def of(self, event: str) -> list[dict]:
-        return [e for e in self.events if e.get("event") == event]
-
-
-def ready(event: dict) -> bool:
-    return event["event"] == "lifecycle" and event["message"].startswith("ready")
+    def describe_end(self) -> str:
+        return f"exit={self.exit_code} error={self.error!r}"
