@@ -32,6 +32,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,7 @@ class MqttSink(Sink):
         self._pending: dict[str, _Message] = {}  # retained topics: only the newest is sent
         self._current: dict[str, _Message] = {}  # region states, sent again on reconnect
         self._regions: tuple[RegionInfo, ...] = ()
-        self._removed: set[str] = set()  # regions to remove from Home Assistant
+        self._removed: set[str] = set()  # component ids to remove from Home Assistant
         self._discovery_topic = config_topic(config.discovery_prefix, self.node)
         self._wake = threading.Condition()
         self._stopping = False
@@ -189,20 +190,27 @@ class MqttSink(Sink):
             self._wake.notify()
 
     def on_regions(self, regions: tuple[RegionInfo, ...]) -> None:
-        """A region that is gone loses its retained state and its Home Assistant entity."""
+        """A region that is gone loses its Home Assistant entity, then its retained state."""
         names = {r.topic for r in regions}
         with self._wake:
             gone = {r.topic for r in self._regions} - names
             self._regions = regions
-            self._removed = (self._removed | gone) - names
-            self._clear_states(gone)
+            self._removed = (self._removed | {component_id(t) for t in gone}) - {
+                component_id(t) for t in names}
             self._queue_discovery()
+            self._clear(self._region_topics(name) for name in sorted(gone))
 
-    def _clear_states(self, regions: set[str]) -> None:
-        for name in regions:
-            for leaf in ("state", "attributes"):
-                topic = f"{self.base}/{name}/{leaf}"
+    def _region_topics(self, region_topic: str) -> tuple[str, str]:
+        return (f"{self.base}/{region_topic}/state", f"{self.base}/{region_topic}/attributes")
+
+    def _clear(self, topic_groups: Iterable[Iterable[str]]) -> None:
+        """Under the lock: empty retained payloads, queued after everything pending, the
+        discovery config that removes their entities included: Home Assistant still subscribed
+        to a topic would log the empty payload as an invalid state."""
+        for topics in topic_groups:
+            for topic in topics:
                 self._current.pop(topic, None)
+                self._pending.pop(topic, None)
                 self._pending[topic] = _Message(topic, "", retain=True)
 
     def _queue_discovery(self) -> None:
@@ -329,12 +337,19 @@ class MqttSink(Sink):
             return
         with self._wake:
             current = {component_id(r.topic) for r in self._regions}
-            stale = {name for name, entry in components.items()
+            stale = {name: entry for name, entry in components.items()
                      if isinstance(entry, dict) and len(entry) > 1 and name not in current}
-            if stale - self._removed:
-                self._removed |= stale
-                self._clear_states(stale)
+            if set(stale) - self._removed:
+                self._removed |= set(stale)
                 self._queue_discovery()
+                # The topics that config named: with cameras a component `garden_gate` is the
+                # region `garden/gate`, which its id alone cannot tell.
+                self._clear(self._own_topics(entry) for entry in stale.values())
+
+    def _own_topics(self, component: dict) -> list[str]:
+        """A retained component's state and attributes topics, if they are under our base."""
+        topics = (component.get("state_topic"), component.get("json_attributes_topic"))
+        return [t for t in topics if isinstance(t, str) and t.startswith(f"{self.base}/")]
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         if self._link in ("connecting", "up"):
