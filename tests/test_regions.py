@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pidaemon.config import parse
-from pidaemon.config.regions import StateConfig
+from pidaemon.config.regions import Below, StateConfig
 from pidaemon.errors import EX_CONFIG, ConfigError
 from pidaemon.eventlog import journal_fields
 from pidaemon.pipeline.frames import RegionResult
@@ -90,11 +90,11 @@ def test_steady_state_rules():
     assert held.update(_result("open", 0.9), 10.0) is None
     assert held.update(_result("open", 0.9), 11.0) is None
     assert held.update(_result("open", 0.9), 12.0).state == "open"
-    keep = SteadyState("door", StateConfig(min_scores=(("open", 0.8),), below="keep"))
+    keep = SteadyState("door", StateConfig(min_scores=(("open", 0.8),), below=Below.KEEP))
     assert keep.update(_result("open", 0.85), 0).state == "open"
     assert keep.update(_result("open", 0.6), 1) is None and keep.state == "open"
     assert keep.update(_result("closed", 0.6), 2).state == "closed"  # no minimum for closed
-    unknown = SteadyState("door", StateConfig(min_score=0.7, below="unknown"))
+    unknown = SteadyState("door", StateConfig(min_score=0.7, below=Below.UNKNOWN))
     assert unknown.update(_result("half", 0.9), 0).state == "half"
     change = unknown.update(_result("half", 0.5), 1)
     assert (change.previous, change.state, change.score) == ("half", "unknown", 0.5)

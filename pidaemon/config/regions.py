@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from pidaemon.errors import ConfigError
@@ -17,7 +18,6 @@ from pidaemon.errors import ConfigError
 Problem = Callable[[tuple[str, ...], str], ConfigError]
 
 NAME = re.compile(r"[a-z0-9_]{1,64}")
-BELOW = ("keep", "unknown")
 UNKNOWN = "unknown"  # the state before the first steady result, and below min_score
 MAX_CONSECUTIVE = 10000
 MAX_HOLD = 86400.0
@@ -32,6 +32,13 @@ class RegionModel:
     labels: str
 
 
+class Below(Enum):
+    """What a result under min_score counts for."""
+
+    KEEP = "keep"  # nothing: the last state stays
+    UNKNOWN = "unknown"  # the state `unknown`
+
+
 @dataclass(frozen=True)
 class StateConfig:
     """When a region's results become a new state (pipeline.state applies it)."""
@@ -40,10 +47,13 @@ class StateConfig:
     min_scores: tuple[tuple[str, float], ...] = ()  # per label, overriding min_score
     consecutive: int = 1
     hold: float = 0.0
-    below: str = "keep"
+    below: Below = Below.KEEP
 
     def threshold(self, label: str) -> float:
         return dict(self.min_scores).get(label, self.min_score)
+
+
+DEFAULT_STATE = StateConfig()
 
 
 @dataclass(frozen=True)
@@ -103,22 +113,24 @@ def _model(value: Any, path: tuple[str, ...], problem: Problem) -> RegionModel |
 
 def _state(value: Any, path: tuple[str, ...], problem: Problem) -> StateConfig:
     data = _mapping(value, path, problem, ("min_score", "consecutive", "hold", "below"))
-    min_score, min_scores = 0.0, ()
-    raw = data.get("min_score", 0.0)
+    min_score, min_scores = DEFAULT_STATE.min_score, ()
+    raw = data.get("min_score", DEFAULT_STATE.min_score)
     if isinstance(raw, dict):
         min_scores = tuple((str(label), _number(v, (*path, "min_score", str(label)), problem,
                                                 0.0, 1.0)) for label, v in raw.items())
     else:
         min_score = _number(raw, (*path, "min_score"), problem, 0.0, 1.0)
-    consecutive = data.get("consecutive", 1)
+    consecutive = data.get("consecutive", DEFAULT_STATE.consecutive)
     if isinstance(consecutive, bool) or not isinstance(consecutive, int) or not (
             1 <= consecutive <= MAX_CONSECUTIVE):
         raise problem((*path, "consecutive"), f"must be a whole number from 1 to "
                                               f"{MAX_CONSECUTIVE}, got {consecutive!r}")
-    hold = _number(data.get("hold", 0.0), (*path, "hold"), problem, 0.0, MAX_HOLD)
-    below = data.get("below", "keep")
-    if below not in BELOW:
-        raise problem((*path, "below"), f"must be keep or unknown, got {below!r}")
+    hold = _number(data.get("hold", DEFAULT_STATE.hold), (*path, "hold"), problem, 0.0, MAX_HOLD)
+    raw_below = data.get("below", DEFAULT_STATE.below.value)
+    try:
+        below = Below(raw_below)
+    except (ValueError, TypeError):
+        raise problem((*path, "below"), f"must be keep or unknown, got {raw_below!r}") from None
     return StateConfig(min_score, min_scores, consecutive, hold, below)
 
 
@@ -169,12 +181,13 @@ def as_plain(regions: tuple[Region, ...]) -> dict[str, dict[str, Any]]:
             entry["model"] = {"torchscript": region.model.torchscript,
                               "labels": region.model.labels}
         entry["state"] = {"min_score": min_score, "consecutive": state.consecutive,
-                          "hold": state.hold, "below": state.below}
+                          "hold": state.hold, "below": state.below.value}
         out[region.name] = entry
     return out
 
 
-# The keys of one region, for the generated docs: (key, default, meaning).
+# The keys of one region, for the generated docs: (key, default, meaning); the state's defaults
+# are StateConfig's own.
 REGION_KEYS = (
     ("box", "(required)", "[x1, y1, x2, y2] in fractions of the frame, 0 to 1 (x1 < x2, "
      "y1 < y2); the box is resized to the model input whole, stretched if not square."),
@@ -182,11 +195,13 @@ REGION_KEYS = (
      "model. Regions sharing a model are classified in one batched call per frame."),
     ("model.labels", "null", "Its labels file, one per line in output order (required with "
      "model.torchscript)."),
-    ("state.min_score", "0.0", "A result counts only with a top-1 score of at least this; a "
-     "mapping such as {open: 0.8, closed: 0.6} sets it per label (other labels: 0)."),
-    ("state.consecutive", "1", "Identical results in a row before a label becomes the state."),
-    ("state.hold", "0.0", "Seconds a new label must keep winning before it becomes the state "
-     "(like Home Assistant's delay_on)."),
-    ("state.below", "keep", "Below min_score: keep the last state, or unknown (the result "
-     "counts for the state `unknown`)."),
+    ("state.min_score", str(DEFAULT_STATE.min_score), "A result counts only with a top-1 score "
+     "of at least this; a mapping such as {open: 0.8, closed: 0.6} sets it per label (other "
+     "labels: 0)."),
+    ("state.consecutive", str(DEFAULT_STATE.consecutive), "Identical results in a row before a "
+     "label becomes the state."),
+    ("state.hold", str(DEFAULT_STATE.hold), "Seconds a new label must keep winning before it "
+     "becomes the state (like Home Assistant's delay_on)."),
+    ("state.below", DEFAULT_STATE.below.value, "Below min_score: keep the last state, or "
+     "unknown (the result counts for the state `unknown`)."),
 )

@@ -29,6 +29,7 @@ from pidaemon.model.files import (
     refuse_special_file,
     weights_identity,
 )
+from pidaemon.model.xnnpack import ENGINE as XNNPACK_ENGINE
 from pidaemon.model.xnnpack.loader import load_xnnpack
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pi-infer")
 
 WARMUP_RUNS = 3
-XNNPACK = "xnnpack"
 
 
 def select_engine(requested: str) -> str:
@@ -49,7 +49,7 @@ def select_engine(requested: str) -> str:
     """
     import torch
 
-    if requested == XNNPACK:
+    if requested == XNNPACK_ENGINE:
         return requested
     supported = torch.backends.quantized.supported_engines
     if requested == "auto":
@@ -229,7 +229,7 @@ def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> 
     import torch
 
     engine = select_engine(inference_cfg.engine)
-    if engine == XNNPACK:
+    if engine == XNNPACK_ENGINE:
         return load_xnnpack(model_cfg, resolve_threads(inference_cfg.threads)[0])
     torch.backends.quantized.engine = engine
     if model_cfg.torchscript is not None:

@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -53,6 +54,16 @@ if TYPE_CHECKING:
 RECONNECT_MIN = 1  # seconds; paho doubles the wait after each failed attempt
 RECONNECT_MAX = 30
 STOP_TIMEOUT = 1.0  # for each step of stop(), so SIGTERM still exits within a few seconds
+
+
+class Link(Enum):
+    """The broker link as last reported in the log (each change is said once)."""
+
+    CONNECTING = "connecting"  # before the first answer
+    UP = "up"  # connected and subscribed
+    DOWN = "down"  # unreachable or lost: retrying
+    REFUSED = "refused"  # the broker said no (credentials)
+    SILENT = "silent"  # a TCP peer that never answered CONNECT
 
 
 @dataclass
@@ -92,7 +103,7 @@ class MqttSink(Sink):
         self._stopping = False
         self._started = False
         self._last_top1: dict[str | None, int | None] = {}  # per camera
-        self._link = "connecting"  # connecting, up, down or refused: what was last reported
+        self._link = Link.CONNECTING
         self._ever_connected = False
         self._down_since: float | None = None
         self._dropped_when_down = 0
@@ -258,7 +269,7 @@ class MqttSink(Sink):
                            or bool(self._statuses))
                 # "up" once on_connect has subscribed: a retained config of an earlier run
                 # then arrives before this run's replaces it.
-                if pending and self._link == "up" and self._client.is_connected():
+                if pending and self._link is Link.UP and self._client.is_connected():
                     if self._pending:
                         return self._pending.pop(next(iter(self._pending)))
                     if self._predictions:
@@ -288,12 +299,12 @@ class MqttSink(Sink):
                     reason: Any, _properties: Any) -> None:
         self._socket_opened_at = None
         if reason.is_failure:
-            if self._link != "refused":
+            if self._link is not Link.REFUSED:
                 emit("mqtt", f"mqtt: {self.broker} refused the connection: {reason} (check "
                      f"mqtt.username and mqtt.password_file); retrying with backoff "
                      f"{RECONNECT_MIN} s up to {RECONNECT_MAX} s", logging.ERROR,
                      state="refused", broker=self.broker, reason=str(reason))
-                self._went_down("refused")
+                self._went_down(Link.REFUSED)
             return
         client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
         if self.config.discovery:
@@ -316,7 +327,7 @@ class MqttSink(Sink):
                  f"publishing under {self.base}/", state="connected", broker=self.broker,
                  topic=self.base)
         self._ever_connected = True
-        self._link = "up"
+        self._link = Link.UP
         self._down_since = None
         with self._wake:
             self._wake.notify_all()
@@ -352,31 +363,31 @@ class MqttSink(Sink):
         return [t for t in topics if isinstance(t, str) and t.startswith(f"{self.base}/")]
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        if self._link in ("connecting", "up"):
+        if self._link in (Link.CONNECTING, Link.UP):
             emit("mqtt", f"mqtt: cannot reach {self.broker}; retrying with backoff "
                  f"{RECONNECT_MIN} s up to {RECONNECT_MAX} s, predictions wait in a buffer of "
                  f"{self.config.buffer}", logging.WARNING, state="waiting", broker=self.broker)
-            self._went_down("down")
+            self._went_down(Link.DOWN)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason: Any, _properties: Any) -> None:
         opened_at, self._socket_opened_at = self._socket_opened_at, None
         if opened_at is not None and not self._stopping:
-            if self._link != "silent":
+            if self._link is not Link.SILENT:
                 emit("mqtt", f"mqtt: {self.broker} accepted the connection but sent no CONNACK "
                      f"within {time.monotonic() - opened_at:.0f} s; is it an MQTT broker? "
                      f"Retrying with backoff {RECONNECT_MIN} s up to {RECONNECT_MAX} s",
                      logging.WARNING, state="silent", broker=self.broker)
-                self._went_down("silent")
+                self._went_down(Link.SILENT)
             return
-        if self._link == "up" and not self._stopping:
+        if self._link is Link.UP and not self._stopping:
             emit("mqtt", f"mqtt: lost the connection to {self.broker} ({reason}); retrying with "
                  f"backoff {RECONNECT_MIN} s up to {RECONNECT_MAX} s, predictions wait in a "
                  f"buffer of {self.config.buffer}", logging.WARNING, state="lost",
                  broker=self.broker, reason=str(reason))
-            self._went_down("down")
+            self._went_down(Link.DOWN)
 
-    def _went_down(self, link: str) -> None:
+    def _went_down(self, link: Link) -> None:
         self._link = link
         if self._down_since is None:
             self._down_since = time.monotonic()

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Mapping
 
 from pidaemon.config import CameraConfig, Config
-from pidaemon.config.regions import Region
 from pidaemon.config.schema import NamedCamera
 from pidaemon.cpus import resolve_threads
 from pidaemon.errors import WorkerFailed, first_line
@@ -150,10 +149,6 @@ class Pipeline:
         self.feeds[named.name] = feed
         feed.capture.start()
 
-    def swap_model(self, classifier: Classifier) -> None:
-        """The next frame runs on `classifier`; the frame in flight finishes on the old one."""
-        self.swap_models({None: classifier})
-
     def swap_models(self, models: Models) -> None:
         """The main model (key None) and the region models, replaced together; the inference
         thread closes the old ones that are not kept."""
@@ -175,11 +170,6 @@ class Pipeline:
         for named in config.feeds():
             if named.name in self.feeds:
                 self.feeds[named.name].set_regions(named.regions)
-        self._announce_regions()
-
-    def set_regions(self, regions: tuple[Region, ...], camera: str | None = None) -> None:
-        """New boxes apply from the next frame; a kept region keeps its state."""
-        self.feeds[camera].set_regions(regions)
         self._announce_regions()
 
     def region_infos(self) -> tuple[RegionInfo, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pidaemon.config.regions import UNKNOWN, StateConfig
+from pidaemon.config.regions import UNKNOWN, Below, StateConfig
 from pidaemon.pipeline.frames import RegionResult
 
 
@@ -50,7 +50,7 @@ class SteadyState:
             return None
         label, score = result.label, result.scores[0]
         if score < self.config.threshold(label):
-            if self.config.below == "keep":
+            if self.config.below is Below.KEEP:
                 self._candidate = None  # a doubtful result breaks a run
                 return None
             label = UNKNOWN

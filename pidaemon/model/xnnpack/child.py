@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pidaemon.errors import ModelError, first_line
 from pidaemon.model.base import Classifier
+from pidaemon.model.xnnpack import ENGINE
 from pidaemon.model.xnnpack.runtime import WARMUP_RUNS, top_k_of
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def exit_reason(code: int) -> str:
 class SubprocessXnnpackClassifier(Classifier):
     """An ExecuTorch program run by a child process."""
 
-    engine = "xnnpack"
+    engine = ENGINE
 
     def __init__(self, program: Path, labels: list[str], description: str,
                  threads: int = 1) -> None:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from pidaemon.errors import ModelError, first_line
 from pidaemon.model.base import Classifier
+from pidaemon.model.xnnpack import ENGINE
 
 if TYPE_CHECKING:
     import torch
 
-ENGINE = "xnnpack"
 WARMUP_RUNS = 3
 INSTALL = ("pip install --no-deps -r packaging/xnnpack-requirements.txt (see "
            "docs/xnnpack-engine.md)")
