@@ -42,6 +42,7 @@ REGIONS_EXAMPLE = """\
 #  shelf:
 #    box: [0.5, 0.0, 1.0, 0.5]
 #    state: {min_score: {espresso: 0.5}, consecutive: 5}
+#  porch: [0.0, 0.0, 0.5, 0.5]   # the box alone: the main model, the default state keys
 """
 
 

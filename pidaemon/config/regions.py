@@ -149,8 +149,12 @@ def parse_regions(data: Any, problem: Problem) -> tuple[Region, ...]:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise problem(path, "names a region in MQTT topics, journal fields and Home "
                                 "Assistant: use 1 to 64 of a-z, 0-9 and _ (e.g. garage_door)")
+        if isinstance(value, list):  # the shorthand `door: [x1, y1, x2, y2]`
+            regions.append(Region(name, _box(value, path, problem)))
+            continue
         if value is None or (isinstance(value, dict) and "box" not in value):
-            raise problem(path, "needs a box: [x1, y1, x2, y2]")
+            raise problem(path, "needs a box: [x1, y1, x2, y2] (`door: {box: [x1, y1, x2, "
+                                "y2]}`, or the list alone: `door: [x1, y1, x2, y2]`)")
         entry = _mapping(value, path, problem, ("box", "model", "state"))
         regions.append(Region(name, _box(entry["box"], (*path, "box"), problem),
                               _model(entry.get("model"), (*path, "model"), problem),
