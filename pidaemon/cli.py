@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pidaemon import __version__, earlysignals
@@ -30,13 +32,7 @@ os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "1")
 os.environ.setdefault("ONEDNN_JIT_PROFILE", "0")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pi-infer", description="Real-time camera inference "
-                                     "daemon: camera frames in, ImageNet labels out.")
-    parser.add_argument("--version", action="version", version=f"pi-infer {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="run the daemon in the foreground")
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--config", type=Path, help=f"config file (default "
                      f"{config_module.DEFAULT_CONFIG_PATH}; built-in defaults if it is missing)")
     run.add_argument("--source", help="camera device (/dev/video0), device index or video file; "
@@ -45,20 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly this many seconds after becoming ready")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
 
-    classify = commands.add_parser("classify", help="print the top-k classes of still images")
+
+def _classify_arguments(classify: argparse.ArgumentParser) -> None:
     classify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     classify.add_argument("--config", type=Path, help="config file (model and inference keys)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
 
-    check = commands.add_parser("check-config", help="validate a config, print the effective one")
+
+def _check_arguments(check: argparse.ArgumentParser) -> None:
     check.add_argument("path", nargs="?", type=Path, help=f"default "
                        f"{config_module.DEFAULT_CONFIG_PATH}")
 
-    prepare = commands.add_parser("prepare", help="fetch the weights and build the compiled "
-                                  "model cache (what the service does at start)")
+
+def _prepare_arguments(prepare: argparse.ArgumentParser) -> None:
     prepare.add_argument("--config", type=Path)
 
-    bench = commands.add_parser("bench", help="measure pi-infer against the tutorial loop")
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--config", type=Path)
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
     bench.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
@@ -69,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shared", type=Path, metavar="DIR", help="test assets (models/, "
                        "images/); default $PI_INFER_SHARED, else shared/ beside the checkout")
 
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
     from pidaemon.train.args import add_arguments
 
-    add_arguments(commands.add_parser("train", help="train your own labels from a folder of "
-                                      "examples per label"))
-    return parser
+    add_arguments(train)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -153,9 +152,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
-COMMANDS = {"run": cmd_run, "classify": cmd_classify, "check-config": cmd_check_config,
-            "prepare": cmd_prepare, "bench": cmd_bench, "train": cmd_train}
-TORCH_COMMANDS = {"run", "classify", "prepare", "bench", "train"}
+@dataclass(frozen=True)
+class Command:
+    """One `pi-infer` command: what it does, its help line and arguments, and whether it
+    imports torch (the guard against a torch that crashes this CPU runs first)."""
+
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    needs_torch: bool = True
+
+
+COMMANDS = {
+    "run": Command(cmd_run, "run the daemon in the foreground", _run_arguments),
+    "classify": Command(cmd_classify, "print the top-k classes of still images",
+                        _classify_arguments),
+    "check-config": Command(cmd_check_config, "validate a config, print the effective one",
+                            _check_arguments, needs_torch=False),
+    "prepare": Command(cmd_prepare, "fetch the weights and build the compiled model cache "
+                       "(what the service does at start)", _prepare_arguments),
+    "bench": Command(cmd_bench, "measure pi-infer against the tutorial loop", _bench_arguments),
+    "train": Command(cmd_train, "train your own labels from a folder of examples per label",
+                     _train_arguments),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pi-infer", description="Real-time camera inference "
+                                     "daemon: camera frames in, ImageNet labels out.")
+    parser.add_argument("--version", action="version", version=f"pi-infer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command.arguments(commands.add_parser(name, help=command.help))
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":  # the service acts on signals recorded before it; others do not
         earlysignals.restore_defaults()
     try:
-        if args.command in TORCH_COMMANDS:
+        command = COMMANDS[args.command]
+        if command.needs_torch:
             from pidaemon.model.torch_compat import ensure_torch_runs_here
 
             ensure_torch_runs_here()  # before `import torch`, which is where bad wheels crash
-        return COMMANDS[args.command](args)
+        return command.run(args)
     except PiInferError as exc:
         if os.environ.get("PI_INFER_DEBUG"):
             raise
