@@ -55,6 +55,15 @@ class DropOldestQueue(Generic[T]):
                 raise QueueClosed
             return None
 
+    def pop_oldest(self) -> T | None:
+        """The oldest item without waiting, or None when empty."""
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def resize(self, maxsize: int) -> None:
         """Change the bound; surplus oldest items are dropped (and counted) at once."""
         if maxsize < 1:
@@ -103,17 +112,17 @@ class FairQueues(Generic[T]):
         """One item of each non-empty queue (empty after `timeout`); QueueClosed once closed."""
         with self._cond:
             queues = list(self._queues.values())
-            if not any(len(q._items) for q in queues):
-                if all(q._closed for q in queues) and queues:
+            if not any(len(q) for q in queues):
+                if all(q.closed for q in queues) and queues:
                     raise QueueClosed
                 self._cond.wait(timeout)
                 queues = list(self._queues.values())
             n = len(queues)
             order = [queues[(self._start + i) % n] for i in range(n)] if n else []
-            taken = [q._items.popleft() for q in order if q._items]
+            taken = [item for q in order if (item := q.pop_oldest()) is not None]
             if taken:
                 self._start = (self._start + 1) % n
-            elif queues and all(q._closed for q in queues):
+            elif queues and all(q.closed for q in queues):
                 raise QueueClosed
             return taken
 
@@ -128,4 +137,4 @@ class FairQueues(Generic[T]):
 
     def __len__(self) -> int:
         with self._cond:
-            return sum(len(q._items) for q in self._queues.values())
+            return sum(len(q) for q in self._queues.values())
