@@ -25,6 +25,7 @@ from pidaemon.model.regions import Models
 from pidaemon.pipeline.batching import BatchChooser
 from pidaemon.pipeline.framequeue import DropOldestQueue, FairQueues, QueueClosed
 from pidaemon.pipeline.frames import Frame, RegionResult, Result
+from pidaemon.pipeline.snapshot import Counters
 from pidaemon.pipeline.worker import Worker
 
 
@@ -40,17 +41,20 @@ class LiveSettings:
 
 class InferenceWorker(Worker):
     def __init__(self, classifier: Classifier, frames: FairQueues[Frame],
-                 results: DropOldestQueue[Result], settings: LiveSettings) -> None:
+                 results: DropOldestQueue[Result], settings: LiveSettings,
+                 models: Models | None = None) -> None:
+        """`models`: the main model (key None) and the regions' own; `classifier` alone when
+        no region has a model of its own."""
         super().__init__("inference")
         self.classifier = classifier
-        self.models: Models = {None: classifier}  # replaced whole when models are reloaded
+        self.models: Models = models or {None: classifier}  # replaced whole on a model reload
         self.frames = frames
         self.results = results
         self.settings = settings
         self.processed = 0
         self.failed_frames = 0
         self.busy = False
-        self.per_camera: dict[str | None, list[int]] = {}  # processed, failed
+        self.per_camera: dict[str | None, Counters] = {}  # processed and failed_frames
         self._consecutive_failures = 0
         self._threads_for: tuple[int, list[Classifier]] = (0, [])
         self._retired: list[Classifier] = []
@@ -117,7 +121,7 @@ class InferenceWorker(Worker):
         inference_ms = (finished - started) * 1000
         for frame, answer in zip(frames, answers, strict=True):
             self.processed += 1
-            self._count(frame.camera, 0)
+            self._count(frame.camera, Counters(processed=1))
             first = answer[0] if answer else None
             classes, scores = (first.classes, first.scores) if first else ([], [])
             regions = answer if frame.regions else ()
@@ -130,12 +134,12 @@ class InferenceWorker(Worker):
             except QueueClosed:
                 self.stop_event.set()
 
-    def _count(self, camera: str | None, which: int) -> None:
-        self.per_camera.setdefault(camera, [0, 0])[which] += 1
+    def _count(self, camera: str | None, counted: Counters) -> None:
+        self.per_camera[camera] = self.per_camera.get(camera, Counters()) + counted
 
     def _failed(self, frame: Frame, exc: Exception) -> None:
         self.failed_frames += 1
-        self._count(frame.camera, 1)
+        self._count(frame.camera, Counters(failed_frames=1))
         self._consecutive_failures += 1
         where = {} if frame.camera is None else {"camera": frame.camera}
         emit("inference_error", f"inference failed on frame seq={frame.seq}"

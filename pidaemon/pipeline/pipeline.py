@@ -8,6 +8,7 @@ systemd and reload; the bench builds the very same Pipeline around simulated cam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from pidaemon.sources import FrameSource
 
 RESULTS_BUFFER = 256
 NO_WINDOW = Window(0.0, None, None)
+NO_STATS = Stats(0.0, None, None, Counters(), None, None)  # before the first window
 
 
 class Pipeline:
@@ -58,8 +60,8 @@ class Pipeline:
             named.name: CameraFeed(named, sources[named.name], self.frames.add(named.name),
                                    self.tap if named is feeds[0] else None, self._keep_images)
             for named in feeds}
-        self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings)
-        self.inference.models = self.models
+        self.inference = InferenceWorker(classifier, self.frames, self.results, self.settings,
+                                         self.models)
         self.results_worker = ResultsWorker(self.results, config.output.interval, self)
         self._retired = Counters()  # totals of cameras since removed
         self._stats: Stats | None = None
@@ -191,23 +193,19 @@ class Pipeline:
                                 failed_frames=self.inference.failed_frames)
 
     def _feed_counters(self, feed: CameraFeed) -> Counters:
-        processed, failed = self.inference.per_camera.get(feed.name, (0, 0))
-        return feed.counters(processed, failed)
+        counted = self.inference.per_camera.get(feed.name, Counters())
+        return feed.counters(counted.processed, counted.failed_frames)
 
     def snapshot(self) -> Snapshot:
         """The whole pipeline; with `cameras:`, each camera's snapshot in `cameras`."""
-        stats = self._stats or Stats(0.0, None, None, Counters(), None, None)
-        stats = Stats(stats.fps, stats.latency_p50_ms, stats.latency_p95_ms, self.counters(),
-                      stats.label, stats.score)
+        stats = dataclasses.replace(self._stats or NO_STATS, counters=self.counters())
         sources = tuple(f.source_status() for f in self.feeds.values())
         parts = tuple(self._camera_snapshot(f) for f in self.feeds.values()) if self.named else ()
         return Snapshot(sources, self._model_info(), stats, self.results_worker.last,
                         cameras=parts)
 
     def _camera_snapshot(self, feed: CameraFeed) -> Snapshot:
-        stats = feed.stats or Stats(0.0, None, None, Counters(), None, None)
-        stats = Stats(stats.fps, stats.latency_p50_ms, stats.latency_p95_ms,
-                      self._feed_counters(feed), stats.label, stats.score)
+        stats = dataclasses.replace(feed.stats or NO_STATS, counters=self._feed_counters(feed))
         return Snapshot((feed.source_status(),), self._model_info(), stats, feed.last,
                         camera=feed.name)
 
@@ -257,8 +255,7 @@ class Pipeline:
             for sink in self.sinks:
                 sink.on_stats(snapshot)
             return
-        self._stats = Stats(sum(w.fps for w in windows.values()), None, None, Counters(), None,
-                            None)
+        self._stats = dataclasses.replace(NO_STATS, fps=sum(w.fps for w in windows.values()))
         snapshot = self.snapshot()
         for part in (*snapshot.cameras, snapshot):
             for sink in self.sinks:
