@@ -16,30 +16,28 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from pidaemon import earlysignals
-from pidaemon.config import CameraConfig, Config, Reload
+from pidaemon.config import Config
 from pidaemon.cpus import resolve_threads
-from pidaemon.errors import ModelError, PiInferError, first_line
+from pidaemon.errors import ModelError, PiInferError
 from pidaemon.eventlog import emit
 from pidaemon.model.classifier import load_classifier
-from pidaemon.model.regions import ModelLoader, check_min_scores, load_models
+from pidaemon.model.regions import ModelLoader, load_models
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.status import StatusSink
 from pidaemon.pipeline import Pipeline, Snapshot
 from pidaemon.pipeline.tap import FrameTap
-from pidaemon.reloader import Prepared, ReloadJob, describe_failure
-from pidaemon.sources import FrameSource, make_source
+from pidaemon.reloader import ReloadJob, describe_failure, finish_reload
+from pidaemon.sources import SourceFactory, make_source
 from pidaemon.systemd import Notifier
 
 TICK = 0.25
 DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd sets no watchdog
 CAPTURE_ATTEMPT_TIMEOUT = 10.0
 
-SourceFactory = Callable[[CameraConfig], FrameSource]
 
 
 class TerminateRequest(BaseException):
@@ -243,46 +241,10 @@ class Service:
         self._reload_job.start()
 
     def _finish_reload(self, job: ReloadJob) -> None:
-        """Apply what the job prepared; any failure is logged and the running config kept."""
-        self._reload_job = None
-        error = job.error
-        if error is None and job.prepared is not None:
-            try:
-                self._reconfigure(job.prepared)
-            except Exception as exc:  # noqa: BLE001 - a reload never ends the daemon
-                error = exc
-        if error is not None or job.prepared is None:
-            error = error or RuntimeError("the reload ended without a result")
-            emit("reload", f"reload failed, keeping the running configuration: "
-                 f"{describe_failure(error)}", logging.ERROR,
-                 error=type(error).__name__, reason=first_line(error))
-        else:
-            new, changed = job.prepared.config, job.prepared.changed
-            self.config = new
-            sections = list(dict.fromkeys(k.section for k in changed
-                                          if k.on_reload is not Reload.RESTART))
-            what = ", ".join(sections) if sections else "nothing changed"
-            emit("reload", f"reload: configuration applied ({what})", changed=",".join(sections))
-        self.notifier.ready(self._status())
-
-    def _reconfigure(self, prepared: Prepared) -> None:
-        """Apply each changed key as its declaration says (config.schema.Reload)."""
+        """Apply what the job prepared, or log why not; the notifier hears READY again."""
         assert self.pipeline is not None
-        new, changed = prepared.config, prepared.changed
-        scopes = {key.on_reload for key in changed}
-        waiting = [key.path for key in changed if key.on_reload is Reload.RESTART]
-        if waiting:
-            emit("reload", f"reload: {', '.join(waiting)} take effect at the next restart",
-                 logging.WARNING)
-        if prepared.classifier is not None and prepared.models is not None:
-            classifier = prepared.classifier
-            self.pipeline.swap_models(prepared.models)
-            emit("model", f"model: reloaded {classifier.description}, engine {classifier.engine}")
-        else:  # the region models are the ones loaded: check min_score labels against them
-            for region in (r for feed in new.feeds() for r in feed.regions):
-                check_min_scores(region, self.pipeline.models[region.model].labels)
-        if Reload.CAMERA in scopes:  # first, so that new cameras get their regions below
-            reopen = {None if key.section == "camera" else key.name for key in changed
-                      if key.on_reload is Reload.CAMERA}
-            self.pipeline.set_cameras(new, self.make_source, reopen)
-        self.pipeline.apply_live(new)
+        self._reload_job = None
+        applied = finish_reload(job, self.pipeline, self.make_source)
+        if applied is not None:
+            self.config = applied
+        self.notifier.ready(self._status())

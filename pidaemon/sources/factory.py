@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pidaemon.config import CameraConfig
 from pidaemon.sources.base import FrameSource
 from pidaemon.sources.network import NetworkSource
@@ -17,6 +19,9 @@ def looks_like(device: str | int) -> str:
     if "://" in str(device):
         return "network"
     return "file"
+
+
+SourceFactory = Callable[[CameraConfig], FrameSource]  # make_source's shape
 
 
 def make_source(config: CameraConfig) -> FrameSource:
