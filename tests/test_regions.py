@@ -121,9 +121,9 @@ def test_steady_state_rules():
 
 @pytest.fixture(scope="module")
 def swap_video(tmp_path_factory):
-    """Coffee left and bird right for 1.2 s, then the other way round for 1.2 s."""
+    """Coffee left and bird right for 1.5 s, then the other way round for 1.5 s."""
     return write_pairs(tmp_path_factory.mktemp("regions") / "swap.avi",
-                       [("coffee.png", "bird.bmp"), ("bird.bmp", "coffee.png")], 12)
+                       [("coffee.png", "bird.bmp"), ("bird.bmp", "coffee.png")], 15)
 
 
 def test_each_region_has_its_own_state(tmp_path, cache_dir, swap_video, start_service):
