@@ -226,8 +226,10 @@ def running():
 
 
 @pytest.fixture
-def start_service():
-    """`pi-infer run ARGS` in-process (tests.inprocess.ServiceRun); stopped at the end."""
+def start_service(classifier):
+    """`pi-infer run ARGS` in-process (tests.inprocess.ServiceRun); stopped at the end. The model
+    is compiled and loaded once per test process first (`classifier`), so that each Service
+    loads it warm and no test's waiting for events includes the compile."""
     from .inprocess import ServiceRun
 
     started: list[ServiceRun] = []

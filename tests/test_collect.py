@@ -1,8 +1,8 @@
 """collect: the daemon keeps the frames it saw as examples to sort and train on.
 
-Run for real on the photo video: files named so they sort by label, a cap that removes the
-oldest of its own files (never a user's), a disk that refuses writes warned about once, and
-nothing kept or called when collect is off.
+Run for real (the daemon's Service, in-process) on a short video of the photos: files named so
+they sort by label, a cap that removes the oldest of its own files (never a user's), a disk that
+refuses writes warned about once, and nothing kept or called when collect is off.
 """
 
 from __future__ import annotations
@@ -13,18 +13,35 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from pidaemon.config import CollectConfig, Config, OutputConfig, parse
 from pidaemon.outputs import build_sinks
 from pidaemon.outputs.collect import OURS, Collector, CollectSink, file_name
 from pidaemon.pipeline import Pipeline
 
-from .conftest import CAT_CLASSES, IMAGES, LABELS, base_config, write_config
+from .conftest import (
+    CAT_CLASSES,
+    IMAGES,
+    LABELS,
+    PHOTO_ORDER,
+    base_config,
+    write_config,
+    write_video,
+)
 from .fakes import PhotoCamera, Recorder, wait_until
+
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The five photos, 0.6 s each at 25 fps: 3 s, ending on a cat."""
+    return write_video(tmp_path_factory.mktemp("collect") / "photos.avi", PHOTO_ORDER, 0.6, FPS)
 
 
 def collect_config(tmp_path: Path, cache_dir: Path, **collect: object) -> Path:
-    config = base_config(cache_dir, collect=collect)
+    config = base_config(cache_dir, camera={"fps": FPS}, collect=collect)
     return write_config(tmp_path / "collect.yaml", config)
 
 
@@ -39,7 +56,7 @@ def test_file_names_sort_by_label_and_are_safe() -> None:
 
 
 def test_daemon_collects_frames_and_keeps_the_cap(tmp_path: Path, cache_dir: Path,
-                                                  photo_video: Path, start_daemon) -> None:
+                                                  short_video: Path, start_service) -> None:
     folder = tmp_path / "examples"
     folder.mkdir()
     mine = folder / "holiday.jpg"  # a user's file: never counted, never removed
@@ -49,8 +66,8 @@ def test_daemon_collects_frames_and_keeps_the_cap(tmp_path: Path, cache_dir: Pat
     os.utime(old, (1, 1))
     config = collect_config(tmp_path, cache_dir, directory=str(folder), interval=0.1,
                             max_files=5)
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video))
-    assert daemon.finish(timeout=120) == 0, daemon.stderr
+    daemon = start_service("--config", str(config), "--source", str(short_video))
+    assert daemon.finish(timeout=60) == 0
     started = daemon.of("collect")
     assert len(started) == 1 and started[0]["level"] == "info", daemon.events[-5:]
     processed = daemon.of("stats")[-1]["processed"]
@@ -72,14 +89,14 @@ def test_daemon_collects_frames_and_keeps_the_cap(tmp_path: Path, cache_dir: Pat
 
 
 def test_an_unwritable_directory_is_one_warning_not_a_crash(tmp_path: Path, cache_dir: Path,
-                                                            photo_video: Path,
-                                                            start_daemon) -> None:
+                                                            short_video: Path,
+                                                            start_service) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where the folder would go")
     config = collect_config(tmp_path, cache_dir, directory=str(blocker / "examples"),
                             interval=0.1)
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video))
-    assert daemon.finish(timeout=120) == 0, daemon.stderr
+    daemon = start_service("--config", str(config), "--source", str(short_video))
+    assert daemon.finish(timeout=60) == 0
     warnings = [e for e in daemon.of("collect") if e["level"] == "warning"]
     assert len(warnings) == 1, warnings
     assert f"cannot save to {blocker / 'examples'}" in warnings[0]["message"]
@@ -87,13 +104,13 @@ def test_an_unwritable_directory_is_one_warning_not_a_crash(tmp_path: Path, cach
 
 
 def test_low_scores_are_saved_at_most_once_a_second(tmp_path: Path, cache_dir: Path,
-                                                    photo_video: Path, start_daemon) -> None:
+                                                    short_video: Path, start_service) -> None:
     folder = tmp_path / "unsure"
     config = collect_config(tmp_path, cache_dir, directory=str(folder), interval=3600,
                             min_score_below=1.0)
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video))
     started = time.monotonic()
-    assert daemon.finish(timeout=120) == 0, daemon.stderr
+    daemon = start_service("--config", str(config), "--source", str(short_video))
+    assert daemon.finish(timeout=60) == 0
     seconds = time.monotonic() - started
     saved = [p for p in folder.iterdir() if OURS.match(p.name)]
     assert 2 <= len(saved) <= seconds + 1, (len(saved), seconds)

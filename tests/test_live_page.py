@@ -1,13 +1,14 @@
-"""The live page, from the daemon as a user runs it: loaded in headless Chromium while the daemon
-plays a video of a shared photo, its MJPEG stream decoded with OpenCV, its password, its viewer
-cap, and what it costs when nobody looks."""
+"""The live page while the daemon plays a video of a shared photo: loaded in headless Chromium
+from the daemon as a user runs it (a process of its own); its files, MJPEG stream (decoded with
+OpenCV), snapshot and status, its password, its viewer cap and what it costs when nobody looks,
+over HTTP from the daemon's real Service in-process."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,11 @@ import pytest
 from pidaemon.errors import EX_CONFIG
 
 from .browser import Browser
-from .conftest import Daemon, base_config, pi_infer, write_config, write_video
+from .clirun import run_cli
+from .conftest import Daemon, base_config, write_config, write_video
+from .fakes import wait_until
+from .inprocess import ServiceRun
+from .mqtt_broker import free_port
 
 CAMERA_SIZE = (640, 480)  # write_video's default: the size the daemon's camera grants
 
@@ -45,14 +50,13 @@ def live(url: str, headers: dict | None = None) -> dict:
     return json.loads(body)
 
 
-def start_live(start_daemon, tmp_path: Path, cache_dir: Path, video: Path, **web) -> Daemon:
+def live_config(tmp_path: Path, cache_dir: Path, **web) -> str:
     config = base_config(cache_dir, camera={"loop": True},
                          web={"enabled": True, "listen": "127.0.0.1:0", **web})
-    path = write_config(tmp_path / "c.yaml", config)
-    return start_daemon("--config", str(path), "--source", str(video))
+    return str(write_config(tmp_path / "c.yaml", config))
 
 
-def ready(daemon: Daemon) -> str:
+def ready(daemon: Daemon | ServiceRun) -> str:
     """Wait for READY and a processed frame; returns the page's URL (without the final /)."""
     url = daemon.wait_for(lambda e: e["event"] == "web")["url"]
     daemon.wait_for(lambda e: e["event"] == "lifecycle" and e["message"].startswith("ready"))
@@ -82,6 +86,18 @@ def open_stream(port: int) -> socket.socket:
     return sock
 
 
+def stats_go_by(daemon: Daemon | ServiceRun, count: int = 2) -> int:
+    """Wait while frames flow for `count` more stats lines; returns the frames processed."""
+    processed = 0
+    for _ in range(count):
+        processed = daemon.wait_for(lambda e: e["event"] == "stats")["processed"]
+    return processed
+
+
+def no_viewers(url: str) -> bool:
+    return live(url)["viewers"] == 0
+
+
 def status_line(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n" not in data:
@@ -98,11 +114,42 @@ def threads_of(pid: int) -> int:
     raise AssertionError("no Threads: line")
 
 
+@pytest.mark.system
 def test_the_page_in_chromium_shows_the_label_the_graphs_and_the_frame(
         tmp_path, cache_dir, coffee_video, start_daemon):
-    daemon = start_live(start_daemon, tmp_path, cache_dir, coffee_video)
+    daemon = start_daemon("--config", live_config(tmp_path, cache_dir), "--source",
+                          str(coffee_video))
     url = ready(daemon)
-    time.sleep(1.0)
+    browser = Browser()
+    try:
+        page = browser.page(url + "/")
+        page.wait_for("document.querySelector('#topk li .label')?.textContent === 'espresso'")
+        page.wait_for("(document.querySelector('#fps-graph polyline')?.getAttribute('points')"
+                      " || '').split(' ').length >= 3")
+        page.wait_for("document.querySelector('#latency-graph polyline.p50') !== null")
+        width = page.wait_for("document.getElementById('frame').naturalWidth")
+        height = page.evaluate("document.getElementById('frame').naturalHeight")
+        assert (width, height) == CAMERA_SIZE
+        assert page.evaluate("document.getElementById('state').textContent") == "streaming"
+        assert page.evaluate("document.getElementById('engine').textContent") == next(
+            e for e in daemon.events if e["event"] == "model")["engine"]
+        # A few more graph points for the picture.
+        page.wait_for("(document.querySelector('#fps-graph polyline')?.getAttribute('points')"
+                      " || '').split(' ').length >= 6")
+        shot = page.screenshot(tmp_path / "live-page.png")
+        print(f"\nscreenshot of the live page: {shot}")
+        assert cv2.imread(str(shot)) is not None
+        assert live(url)["viewers"] == 1
+    finally:
+        browser.close()
+
+
+def test_the_files_stream_snapshot_and_status_and_no_cost_unwatched(
+        tmp_path, cache_dir, coffee_video, start_service):
+    daemon = start_service("--config", live_config(tmp_path, cache_dir), "--source",
+                           str(coffee_video))
+    url = ready(daemon)
+    stats_go_by(daemon)
     assert live(url)["encoded_frames"] == 0, "encoded a frame before anyone looked"
 
     # Small, served from here only, with the headers of a page that runs no foreign script.
@@ -117,27 +164,6 @@ def test_the_page_in_chromium_shows_the_label_the_graphs_and_the_frame(
         assert b"https://" not in body
         sizes += len(body)
     assert sizes <= 100_000
-
-    browser = Browser()
-    try:
-        page = browser.page(url + "/")
-        page.wait_for("document.querySelector('#topk li .label')?.textContent === 'espresso'")
-        page.wait_for("(document.querySelector('#fps-graph polyline')?.getAttribute('points')"
-                      " || '').split(' ').length >= 3")
-        page.wait_for("document.querySelector('#latency-graph polyline.p50') !== null")
-        width = page.wait_for("document.getElementById('frame').naturalWidth")
-        height = page.evaluate("document.getElementById('frame').naturalHeight")
-        assert (width, height) == CAMERA_SIZE
-        assert page.evaluate("document.getElementById('state').textContent") == "streaming"
-        assert page.evaluate("document.getElementById('engine').textContent") == next(
-            e for e in daemon.events if e["event"] == "model")["engine"]
-        time.sleep(1.5)  # a few more frames and graph points for the picture
-        shot = page.screenshot(tmp_path / "live-page.png")
-        print(f"\nscreenshot of the live page: {shot}")
-        assert cv2.imread(str(shot)) is not None
-        assert live(url)["viewers"] == 1
-    finally:
-        browser.close()
 
     # An image from the stream decodes, at the camera's size.
     grant = next(e for e in daemon.events if e["event"] == "camera" and e.get("width"))
@@ -156,22 +182,25 @@ def test_the_page_in_chromium_shows_the_label_the_graphs_and_the_frame(
     assert {"fps", "latency_p50_ms", "dropped", "processed", "failed_frames", "status",
             "time"} <= set(payload)
 
-    # Nobody looks any more: no frame is encoded.
-    time.sleep(0.5)
+    # Nobody looks any more: no frame is encoded while frames go on being processed.
+    wait_until(lambda: no_viewers(url), timeout=10)
     before = live(url)
-    time.sleep(1.5)
+    stats_go_by(daemon)
     after = live(url)
     assert before["viewers"] == after["viewers"] == 0
     assert after["encoded_frames"] == before["encoded_frames"] > 0
     assert after["status"]["processed"] > before["status"]["processed"]
+    daemon.stop()
+    assert daemon.finish() == 0
 
 
 def test_beyond_loopback_the_page_needs_the_password(tmp_path, cache_dir, coffee_video,
-                                                      start_daemon):
+                                                      start_service):
     secret = tmp_path / "web-password"
     secret.write_text("s3cret horse\n")
-    daemon = start_live(start_daemon, tmp_path, cache_dir, coffee_video, listen="0.0.0.0:0",
-                        password_file=str(secret), username="viewer")
+    path = live_config(tmp_path, cache_dir, listen="0.0.0.0:0", password_file=str(secret),
+                       username="viewer")
+    daemon = start_service("--config", path, "--source", str(coffee_video))
     url = ready(daemon).replace("0.0.0.0", "127.0.0.1")
     basic = {"Authorization": "Basic " + base64.b64encode(b"viewer:s3cret horse").decode()}
     wrong = {"Authorization": "Basic " + base64.b64encode(b"viewer:guess").decode()}
@@ -187,16 +216,18 @@ def test_beyond_loopback_the_page_needs_the_password(tmp_path, cache_dir, coffee
     assert cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR) is not None
     refused = daemon.wait_for(lambda e: e["event"] == "http" and e.get("kind") == "auth")
     assert "credentials" in refused["message"]
+    daemon.stop()
+    assert daemon.finish() == 0
 
 
-def test_config_errors_exit_78_naming_the_key(tmp_path, cache_dir, coffee_video):
+def test_config_errors_exit_78_naming_the_key(tmp_path, cache_dir, coffee_video, capsys):
     def check(web: dict, *command: str) -> str:
         config = base_config(cache_dir, web={"enabled": True, **web})
         path = write_config(tmp_path / "bad.yaml", config)
         args = ("run", "--config", str(path), "--source", str(coffee_video)) if command else (
             "check-config", str(path))
-        result = pi_infer(*args)
-        assert result.returncode == EX_CONFIG, result.stderr
+        result = run_cli(capsys, *args)
+        assert result.returncode == EX_CONFIG, result.stdout + result.stderr
         return result.stdout + result.stderr
 
     assert "web.password_file: is required" in check({"listen": "0.0.0.0:8080"})
@@ -214,16 +245,16 @@ def test_config_errors_exit_78_naming_the_key(tmp_path, cache_dir, coffee_video)
 
 
 def test_viewer_cap_churn_and_one_server_with_metrics(tmp_path, cache_dir, coffee_video,
-                                                      start_daemon):
-    with socket.socket() as probe:  # a free port for both metrics.listen and web.listen
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+                                                      start_service):
+    port = free_port()  # one address for both metrics.listen and web.listen
     listen = f"127.0.0.1:{port}"
-    config = base_config(cache_dir, camera={"loop": True},
-                         web={"enabled": True, "listen": listen, "max_clients": 2},
+    # Frames as often as a viewer may take them, so that each new viewer has its first soon.
+    config = base_config(cache_dir, camera={"loop": True, "fps": 25},
+                         web={"enabled": True, "listen": listen, "max_clients": 2,
+                              "max_fps": 25},
                          metrics={"enabled": True, "listen": listen})
-    daemon = start_daemon("--config", str(write_config(tmp_path / "c.yaml", config)),
-                          "--source", str(coffee_video))
+    daemon = start_service("--config", str(write_config(tmp_path / "c.yaml", config)),
+                           "--source", str(coffee_video))
     url = ready(daemon)
     assert get(f"{url}/healthz")[0] == 200 and get(f"{url}/metrics")[0] == 200
     assert get(f"{url}/")[0] == 200
@@ -237,8 +268,8 @@ def test_viewer_cap_churn_and_one_server_with_metrics(tmp_path, cache_dir, coffe
     for sock in viewers:
         sock.close()
 
-    time.sleep(1.0)
-    threads = threads_of(daemon.proc.pid)
+    wait_until(lambda: no_viewers(url), timeout=10)
+    threads = threads_of(os.getpid())  # the daemon's threads are this process's
     for _ in range(50):  # each leaves in the middle of a frame
         sock = open_stream(port)
         data = b""
@@ -247,13 +278,15 @@ def test_viewer_cap_churn_and_one_server_with_metrics(tmp_path, cache_dir, coffe
             assert chunk
             data += chunk
         sock.close()
-    time.sleep(1.0)
-    assert threads_of(daemon.proc.pid) <= threads
+    wait_until(lambda: no_viewers(url), timeout=10)
+    assert threads_of(os.getpid()) <= threads
     state = live(url)
     assert state["viewers"] == 0
-    time.sleep(1.0)
+    stats_go_by(daemon)
     assert live(url)["encoded_frames"] == state["encoded_frames"]
     # Still serving, and still within the cap once they have gone.
     sock = open_stream(port)
     assert status_line(sock) == b"HTTP/1.1 200 OK"
     sock.close()
+    daemon.stop()
+    assert daemon.finish() == 0

@@ -1,12 +1,12 @@
 """MQTT against a real mosquitto on loopback: payloads, retained status, availability and the
 last will, reconnection after the broker restarts, a broker that is down at start, credentials
-and TLS. The daemon runs as a user runs it; a paho subscriber checks what the broker delivers."""
+and TLS. The daemon's real Service runs in-process (as a process of its own where it must be
+killed); a paho subscriber checks what the broker delivers."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import signal
+import queue
 import socket
 import subprocess
 from collections.abc import Callable
@@ -16,11 +16,14 @@ import pytest
 
 from pidaemon.errors import EX_CONFIG
 
-from .conftest import Daemon, base_config, pi_infer, write_config
+from .clirun import run_cli
+from .conftest import PHOTO_ORDER, Daemon, base_config, pi_infer, write_config, write_video
+from .inprocess import ServiceRun
 from .labels import describe, photo_runs
-from .mqtt_broker import MOSQUITTO_PASSWD, Broker, Message, free_port
+from .mqtt_broker import MOSQUITTO_PASSWD, Broker, Message, Subscriber, free_port
 
 _ids = itertools.count(1)
+FPS = 20
 
 
 def topic(name: str, node: str | None = None) -> str:
@@ -38,14 +41,48 @@ def mqtt_event(state: str) -> Callable[[dict], bool]:
     return lambda e: e["event"] == "mqtt" and e.get("state") == state
 
 
+def received(subscriber: Subscriber) -> list[Message]:
+    """Every message the subscriber has been delivered so far, without waiting for more."""
+    while True:
+        try:
+            subscriber.seen.append(subscriber.messages.get_nowait())
+        except queue.Empty:
+            return subscriber.seen
+
+
 @pytest.fixture
-def start(start_daemon, tmp_path, cache_dir, photo_video):
-    """Start the daemon on the looping photo video with these mqtt settings."""
-    def run(env: dict | None = None, **mqtt_settings) -> Daemon:
-        config = base_config(cache_dir, camera={"loop": True},
-                             mqtt={"host": "127.0.0.1", **mqtt_settings})
-        path = write_config(tmp_path / f"c{next(_ids)}.yaml", config)
-        return start_daemon("--config", str(path), "--source", str(photo_video), env=env)
+def own_broker(tmp_path):
+    """`own_broker(settings)`: a mosquitto with the test's own settings, not started yet; it is
+    stopped after the test's subscribers have gone (list this fixture before `subscribe`), so
+    that they do not wait out a reconnect delay to a broker already stopped."""
+    made: list[Broker] = []
+
+    def make(settings: str = "allow_anonymous true\n") -> Broker:
+        made.append(Broker(tmp_path, settings))
+        return made[-1]
+    yield make
+    for broker in made:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The five photos, 0.5 s each at 20 fps: a loop of 2.5 s."""
+    return write_video(tmp_path_factory.mktemp("mqtt") / "photos.avi", PHOTO_ORDER, 0.5, FPS)
+
+
+def config_file(tmp_path: Path, cache_dir: Path, mqtt_settings: dict) -> str:
+    config = base_config(cache_dir, camera={"loop": True, "fps": FPS},
+                         mqtt={"host": "127.0.0.1", **mqtt_settings})
+    return str(write_config(tmp_path / f"c{next(_ids)}.yaml", config))
+
+
+@pytest.fixture
+def start(start_service, tmp_path, cache_dir, photos):
+    """Start the daemon (in-process) on the looping photo video with these mqtt settings."""
+    def run(**mqtt_settings) -> ServiceRun:
+        path = config_file(tmp_path, cache_dir, mqtt_settings)
+        return start_service("--config", path, "--source", str(photos))
     return run
 
 
@@ -73,16 +110,19 @@ def test_status_predictions_and_availability(broker, subscribe, start):
     assert late.find(is_("status")).retain
     assert late.find(is_("availability")) == Message(topic("availability"), "online", True)
 
-    daemon.signal(signal.SIGTERM)
+    daemon.stop()
     assert daemon.finish(timeout=15) == 0
     subscriber.wait_for(is_("availability", "offline"))
     assert subscribe(broker.port).find(is_("availability")) == Message(
         topic("availability"), "offline", retain=True)
 
 
-def test_last_will_says_offline_when_the_daemon_is_killed(broker, subscribe, start):
+@pytest.mark.system
+def test_last_will_says_offline_when_the_daemon_is_killed(broker, subscribe, start_daemon,
+                                                           tmp_path, cache_dir, photos):
     subscriber = subscribe(broker.port)
-    daemon = start(port=broker.port, node_id="killed")
+    path = config_file(tmp_path, cache_dir, {"port": broker.port, "node_id": "killed"})
+    daemon: Daemon = start_daemon("--config", path, "--source", str(photos))
     subscriber.wait_for(is_("availability", "online", node="killed"))
     daemon.kill()  # SIGKILL: no chance to say goodbye; the broker sends the will
     subscriber.wait_for(is_("availability", "offline", node="killed"))
@@ -105,10 +145,12 @@ def test_reconnects_after_the_broker_restarts(broker, subscribe, start):
     again.find(is_("availability", "online"))
     assert again.find(is_("status")).json()["processed"] > processed
     again.find(is_("prediction"))
+    daemon.stop()
+    assert daemon.finish(timeout=15) == 0
 
 
-def test_a_broker_down_at_start_blocks_nothing(tmp_path, subscribe, start):
-    down = Broker(tmp_path)  # not started yet
+def test_a_broker_down_at_start_blocks_nothing(own_broker, subscribe, start):
+    down = own_broker()  # not started yet
     daemon = start(port=down.port, every_frame=True, buffer=5)
     daemon.seen_or_wait(lambda e: e["event"] == "lifecycle" and e["message"].startswith("ready"))
     daemon.seen_or_wait(mqtt_event("waiting"))
@@ -116,19 +158,18 @@ def test_a_broker_down_at_start_blocks_nothing(tmp_path, subscribe, start):
     dropping = daemon.seen_or_wait(mqtt_event("dropping"))
     assert dropping["dropped"] > 0 and dropping["level"] == "warning"
     down.start()
-    try:
-        connected = daemon.seen_or_wait(mqtt_event("connected"))
-        assert "after" in connected["message"]
-        status = subscribe(down.port).wait_for(lambda m: is_("status")(m)
-                                               and m.json()["mqtt_dropped"] > 0)
-        assert status.json()["processed"] >= 20
-    finally:
-        down.stop()
+    connected = daemon.seen_or_wait(mqtt_event("connected"))
+    assert "after" in connected["message"]
+    status = subscribe(down.port).wait_for(lambda m: is_("status")(m)
+                                           and m.json()["mqtt_dropped"] > 0)
+    assert status.json()["processed"] >= 20
+    daemon.stop()
+    assert daemon.finish(timeout=15) == 0
 
 
 def test_every_frame_qos1_and_unretained_status(broker, subscribe, start):
     subscriber = subscribe(broker.port)
-    start(port=broker.port, every_frame=True, qos=1, retain_status=False)
+    daemon = start(port=broker.port, every_frame=True, qos=1, retain_status=False)
     predictions = [subscriber.wait_for(is_("prediction")).json() for _ in range(15)]
     assert any(a["classes"][0] == b["classes"][0] for a, b in itertools.pairwise(predictions))
     seqs = [p["seq"] for p in predictions]
@@ -137,34 +178,37 @@ def test_every_frame_qos1_and_unretained_status(broker, subscribe, start):
     late = subscribe(broker.port)
     assert late.find(is_("availability")).retain
     assert not late.find(is_("status")).retain  # a live one: none was kept
+    daemon.stop()
+    assert daemon.finish(timeout=15) == 0
 
 
-def test_username_and_password_file(tmp_path, subscribe, start):
+def test_username_and_password_file(tmp_path, own_broker, subscribe, start, monkeypatch):
     passwords = tmp_path / "passwords"
     subprocess.run([str(MOSQUITTO_PASSWD), "-c", "-b", str(passwords), "camera", "s3cret"],
                    check=True, capture_output=True)
-    secured = Broker(tmp_path, f"allow_anonymous false\npassword_file {passwords}\n")
+    secured = own_broker(f"allow_anonymous false\npassword_file {passwords}\n")
     secured.start()
-    try:
-        watcher = subscribe(secured.port, login=("camera", "s3cret"))
-        credentials = tmp_path / "credentials"  # as systemd's LoadCredential= provides it
-        credentials.mkdir()
-        (credentials / "mqtt-password").write_text("s3cret\n")
-        env = {**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)}
-        good = start(env=env, port=secured.port, node_id="good", username="camera",
-                     password_file="mqtt-password")
-        watcher.wait_for(is_("availability", "online", node="good"))
-        (tmp_path / "wrong").write_text("guess\n")
-        bad = start(port=secured.port, node_id="bad", username="camera",
-                    password_file=str(tmp_path / "wrong"))
-        refused = bad.seen_or_wait(mqtt_event("refused"))
-        assert "Not authorized" in refused["message"] and refused["level"] == "error"
-        bad.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
-        good.signal(signal.SIGTERM)
-        assert good.finish(timeout=15) == 0
-        watcher.wait_for(is_("availability", "offline", node="good"))
-    finally:
-        secured.stop()
+    watcher = subscribe(secured.port, login=("camera", "s3cret"))
+    credentials = tmp_path / "credentials"  # as systemd's LoadCredential= provides it
+    credentials.mkdir()
+    (credentials / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    good = start(port=secured.port, node_id="good", username="camera",
+                 password_file="mqtt-password")
+    watcher.wait_for(is_("availability", "online", node="good"))
+    good.stop()
+    assert good.finish(timeout=15) == 0
+    watcher.wait_for(is_("availability", "offline", node="good"))
+    # One daemon at a time: the events each collects are its own.
+    (tmp_path / "wrong").write_text("guess\n")
+    bad = start(port=secured.port, node_id="bad", username="camera",
+                password_file=str(tmp_path / "wrong"))
+    refused = bad.seen_or_wait(mqtt_event("refused"))
+    assert "Not authorized" in refused["message"] and refused["level"] == "error"
+    bad.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
+    bad.stop()
+    assert bad.finish(timeout=15) == 0
+    assert not any(m.topic == topic("availability", "bad") for m in received(watcher))
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -185,24 +229,31 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def test_tls_checks_the_broker_certificate(tmp_path, subscribe, start):
+def test_tls_checks_the_broker_certificate(tmp_path, own_broker, subscribe, start):
     ca, cert, key = make_certificates(tmp_path)
     tls_port = free_port()
-    secured = Broker(tmp_path, f"allow_anonymous true\nlistener {tls_port} 127.0.0.1\n"
-                               f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    secured = own_broker(f"allow_anonymous true\nlistener {tls_port} 127.0.0.1\n"
+                         f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
     secured.start()
-    try:
-        watcher = subscribe(secured.port)  # the plain listener, for the test
-        start(port=tls_port, node_id="trusting", tls=True, ca_file=str(ca))
-        watcher.wait_for(is_("availability", "online", node="trusting"))
-        watcher.wait_for(is_("prediction", node="trusting"))
-        # The system CAs do not know the test CA: no connection, and the pipeline carries on.
-        untrusting = start(port=tls_port, node_id="untrusting", tls=True)
-        untrusting.seen_or_wait(mqtt_event("waiting"))
-        untrusting.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
-        assert not any(m.topic == topic("availability", "untrusting") for m in watcher.seen)
-    finally:
-        secured.stop()
+    watcher = subscribe(secured.port)  # the plain listener, for the test
+    trusting = start(port=tls_port, node_id="trusting", tls=True, ca_file=str(ca))
+    watcher.wait_for(is_("availability", "online", node="trusting"))
+    watcher.wait_for(is_("prediction", node="trusting"))
+    trusting.stop()
+    assert trusting.finish(timeout=15) == 0
+    # The system CAs do not know the test CA: no connection, and the pipeline carries on.
+    untrusting = start(port=tls_port, node_id="untrusting", tls=True)
+    untrusting.seen_or_wait(mqtt_event("waiting"))
+    untrusting.wait_for(lambda e: e["event"] == "stats" and e["processed"] >= 10)
+    untrusting.stop()
+    assert untrusting.finish(timeout=15) == 0
+    assert not any(m.topic == topic("availability", "untrusting") for m in received(watcher))
+
+
+def bad_mqtt_config(tmp_path: Path, cache_dir: Path, settings: dict) -> list[str]:
+    path = write_config(tmp_path / "c.yaml", base_config(
+        cache_dir, mqtt={"host": "127.0.0.1", **settings}))
+    return ["run", "--config", str(path), "--source", "none.avi"]
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
@@ -213,10 +264,17 @@ def test_tls_checks_the_broker_certificate(tmp_path, subscribe, start):
     ({"topic_prefix": "site/#"}, "mqtt.topic_prefix: must be a topic without +, #"),
     ({"node_id": "a/b"}, "mqtt.node_id: must be one topic level"),
 ])
-def test_mqtt_config_errors_exit_78(tmp_path, cache_dir, settings, expected):
-    path = write_config(tmp_path / "c.yaml", base_config(
-        cache_dir, mqtt={"host": "127.0.0.1", **settings}))
-    result = pi_infer("run", "--config", str(path), "--source", "none.avi")
+def test_mqtt_config_errors_exit_78(tmp_path, cache_dir, settings, expected, capsys):
+    result = run_cli(capsys, *bad_mqtt_config(tmp_path, cache_dir, settings))
     assert result.returncode == EX_CONFIG, result.stdout + result.stderr
     assert expected in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.system
+def test_a_config_error_exits_78_from_the_process(tmp_path, cache_dir):
+    """A config key refused at start, through the real process: exit 78, no traceback."""
+    result = pi_infer(*bad_mqtt_config(tmp_path, cache_dir, {"node_id": "a/b"}))
+    assert result.returncode == EX_CONFIG, result.stdout + result.stderr
+    assert "mqtt.node_id: must be one topic level" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

@@ -64,7 +64,8 @@ def test_status_sink_tells_systemd_the_stats_or_the_camera_problem(tmp_path, mon
         sink = StatusSink(Notifier())
         sink.on_stats(snapshot())
         sink.on_stats(snapshot(CameraState.LOST))
-        listener.drain(1.0)
+        listener.drain(0)  # both were sent before this returns: no waiting
+        listener.wait_for("STATUS=camera", timeout=10)
     finally:
         listener.close()
     messages = [m for _, m in listener.messages]

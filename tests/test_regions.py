@@ -1,9 +1,8 @@
 """Regions: each half of a real video frame classified on its own, steady states that ignore a
-flicker, a box changed by reload, and the config errors that stop the daemon before READY."""
+flicker, a box changed by reload, and the config errors that stop the daemon before READY. The
+daemon runs in-process (its real Service); one config error goes through the real process."""
 
 from __future__ import annotations
-
-import signal
 
 import pytest
 import yaml
@@ -15,8 +14,9 @@ from pidaemon.eventlog import journal_fields
 from pidaemon.pipeline.frames import RegionResult
 from pidaemon.pipeline.state import SteadyState
 
-from .conftest import TORCHSCRIPT, base_config, pi_infer, write_config
-from .regionvideo import LEFT, RIGHT, write_pairs
+from .clirun import run_cli
+from .conftest import TORCHSCRIPT, base_config, pi_infer, write_config, write_video
+from .regionvideo import CELL, LEFT, RIGHT, write_pairs
 
 
 def states(daemon, region: str) -> list[str]:
@@ -49,27 +49,46 @@ def test_a_name_given_twice_is_refused_with_its_lines():
         parse(text, "c.yaml")
 
 
-def test_labels_that_do_not_fit_the_region_model_exit_78(tmp_path, cache_dir):
+def labels_that_do_not_fit(tmp_path, cache_dir) -> list[str]:
+    """`pi-infer run` with a region model of 1000 classes and a labels file of 3."""
     labels = tmp_path / "three.txt"
     labels.write_text("open\nclosed\nhalf\n")
     config = base_config(cache_dir)
     config["regions"] = {"door": {"box": LEFT, "model": {"torchscript": str(TORCHSCRIPT),
                                                          "labels": str(labels)}}}
     path = write_config(tmp_path / "c.yaml", config)
-    done = pi_infer("run", "--config", str(path), "--source", str(tmp_path / "none.avi"))
-    assert done.returncode == EX_CONFIG, done.stderr
-    errors = [line for line in done.stdout.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, done.stdout
+    return ["run", "--config", str(path), "--source", str(tmp_path / "none.avi")]
+
+
+def check_labels_error(stdout: str) -> None:
+    errors = [line for line in stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stdout
     assert "regions.door.model.labels:" in errors[0] and "has 3 labels" in errors[0]
-    assert not any(line.startswith("ready in") for line in done.stdout.splitlines())
+    assert not any(line.startswith("ready in") for line in stdout.splitlines())
 
 
-def test_an_unknown_label_in_min_score_exits_78(tmp_path, cache_dir):
+def test_labels_that_do_not_fit_the_region_model_exit_78(tmp_path, cache_dir, capsys):
+    done = run_cli(capsys, *labels_that_do_not_fit(tmp_path, cache_dir))
+    assert done.returncode == EX_CONFIG, done.stdout + done.stderr
+    check_labels_error(done.stdout)
+
+
+@pytest.mark.system
+def test_a_region_model_error_exits_78_from_the_process(tmp_path, cache_dir):
+    """An error found while loading the models, through the real process: exit 78, one line,
+    no traceback."""
+    done = pi_infer(*labels_that_do_not_fit(tmp_path, cache_dir))
+    assert done.returncode == EX_CONFIG, done.stderr
+    check_labels_error(done.stdout)
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_an_unknown_label_in_min_score_exits_78(tmp_path, cache_dir, capsys):
     config = base_config(cache_dir)
     config["regions"] = {"shelf": {"box": LEFT, "state": {"min_score": {"espreso": 0.5}}}}
     path = write_config(tmp_path / "c.yaml", config)
-    done = pi_infer("run", "--config", str(path), "--source", str(tmp_path / "none.avi"))
-    assert done.returncode == EX_CONFIG, done.stderr
+    done = run_cli(capsys, "run", "--config", str(path), "--source", str(tmp_path / "none.avi"))
+    assert done.returncode == EX_CONFIG, done.stdout + done.stderr
     assert "regions.shelf.state.min_score.espreso: not a label" in done.stdout
 
 
@@ -102,17 +121,17 @@ def test_steady_state_rules():
 
 @pytest.fixture(scope="module")
 def swap_video(tmp_path_factory):
-    """Coffee left and bird right for 3 s, then the other way round for 3 s."""
+    """Coffee left and bird right for 1.5 s, then the other way round for 1.5 s."""
     return write_pairs(tmp_path_factory.mktemp("regions") / "swap.avi",
-                       [("coffee.png", "bird.bmp"), ("bird.bmp", "coffee.png")], 30)
+                       [("coffee.png", "bird.bmp"), ("bird.bmp", "coffee.png")], 15)
 
 
-def test_each_region_has_its_own_state(tmp_path, cache_dir, swap_video, start_daemon):
+def test_each_region_has_its_own_state(tmp_path, cache_dir, swap_video, start_service):
     config = base_config(cache_dir, camera={"device": str(swap_video)})
     config["regions"] = {"left": {"box": LEFT, "state": {"consecutive": 3}},
                          "right": {"box": RIGHT, "state": {"consecutive": 3}}}
-    daemon = start_daemon("--config", str(write_config(tmp_path / "c.yaml", config)))
-    assert daemon.finish(timeout=90) == 0, daemon.stderr
+    daemon = start_service("--config", str(write_config(tmp_path / "c.yaml", config)))
+    assert daemon.finish(timeout=60) == 0
     assert states(daemon, "left") == ["espresso", "chickadee"], daemon.of("state")
     assert states(daemon, "right") == ["chickadee", "espresso"], daemon.of("state")
     first = daemon.of("state")[0]
@@ -124,39 +143,41 @@ def test_each_region_has_its_own_state(tmp_path, cache_dir, swap_video, start_da
     assert stats["processed"] > 0 and stats["label"] in ("espresso", "chickadee")
 
 
-def test_a_flicker_is_one_change(tmp_path, cache_dir, start_daemon):
+def test_a_flicker_is_one_change(tmp_path, cache_dir, start_service):
     # The whole frame alternates between the coffee and the bird every frame for 4 s, then
     # shows the bird: 4 identical results in a row are needed, so only the bird becomes a state.
-    video = write_pairs(tmp_path / "flicker.avi",
-                        [("coffee.png", "coffee.png"), ("bird.bmp", "bird.bmp")] * 10
-                        + [("bird.bmp", "bird.bmp")] * 15, 1, fps=5)
+    # A square frame, so that the whole-frame region sees each photo undistorted.
+    video = write_video(tmp_path / "flicker.avi", ["coffee.png", "bird.bmp"] * 10
+                        + ["bird.bmp"] * 8, 0.2, fps=5, size=(CELL, CELL))
     config = base_config(cache_dir, camera={"device": str(video), "fps": 5},
                          output={"every_frame": True})
     config["regions"] = {"frame": {"box": [0, 0, 1, 1], "state": {"consecutive": 4}}}
-    daemon = start_daemon("--config", str(write_config(tmp_path / "c.yaml", config)))
-    assert daemon.finish(timeout=90) == 0, daemon.stderr
+    daemon = start_service("--config", str(write_config(tmp_path / "c.yaml", config)))
+    assert daemon.finish(timeout=60) == 0
     labels = [e["label"] for e in daemon.of("prediction")]
     assert labels.count("espresso") >= 8 and labels[-1] == "chickadee", labels
     changes = daemon.of("state")
     assert [(c["previous"], c["state"]) for c in changes] == [("unknown", "chickadee")], changes
 
 
-def test_reload_moves_a_box_live(tmp_path, cache_dir, start_daemon):
+def test_reload_moves_a_box_live(tmp_path, cache_dir, start_service):
     video = write_pairs(tmp_path / "still.avi", [("coffee.png", "bird.bmp")], 10)
     config = base_config(cache_dir, camera={"device": str(video), "loop": True})
     config["regions"] = {"spot": {"box": LEFT}}
     path = write_config(tmp_path / "c.yaml", config)
-    daemon = start_daemon("--config", str(path))
+    daemon = start_service("--config", str(path))
     daemon.wait_for(lambda e: e["event"] == "state" and e["state"] == "espresso")
-    pid = daemon.proc.pid
+    pipeline = daemon.service.pipeline
     config["regions"]["spot"]["box"] = RIGHT
     write_config(path, config)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     applied = daemon.wait_for(lambda e: e["event"] == "reload")
     assert applied["level"] == "info" and applied["changed"] == "regions", applied
     change = daemon.wait_for(lambda e: e["event"] == "state")
     assert (change["previous"], change["state"]) == ("espresso", "chickadee")
     assert not any(e["event"] == "model" and "reloaded" in e["message"] for e in daemon.events)
-    assert daemon.proc.pid == pid
-    daemon.signal(signal.SIGTERM)
+    # Live: the same pipeline carries on, nothing was restarted.
+    assert daemon.running and daemon.service.pipeline is pipeline
+    assert not any("stop" in e["message"] for e in daemon.of("lifecycle"))
+    daemon.stop()
     assert daemon.finish() == 0

@@ -1,10 +1,9 @@
 """Region states and Home Assistant discovery through a real mosquitto: the retained state and
 attributes topics, the device config and its keys, the re-publish on Home Assistant's birth
-message, and the removal of a region by reload and by a restart with fewer regions."""
+message, and the removal of a region by reload and by a restart with fewer regions. The daemon's
+real Service runs in-process."""
 
 from __future__ import annotations
-
-import signal
 
 import paho.mqtt.client as mqtt
 
@@ -29,21 +28,21 @@ def publish(port: int, topic: str, payload: str) -> None:
     client.loop_stop()
 
 
-def run(start_daemon, tmp_path, cache_dir, port, video, regions, name):
+def run(start_service, tmp_path, cache_dir, port, video, regions, name):
     config = base_config(cache_dir, camera={"device": str(video), "loop": True},
                          mqtt={"host": "127.0.0.1", "port": port, "node_id": NODE,
                                "discovery": True})
     config["regions"] = regions
     path = write_config(tmp_path / f"{name}.yaml", config)
-    return start_daemon("--config", str(path)), path, config
+    return start_service("--config", str(path)), path, config
 
 
-def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_daemon):
+def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_service):
     video = write_pairs(tmp_path / "pair.avi", [("coffee.png", "bird.bmp")], 10)
     both = {"left": {"box": LEFT, "state": {"consecutive": 2}},
             "right": {"box": RIGHT, "state": {"consecutive": 2}}}
     watcher = subscribe(broker.port)
-    daemon, _, _ = run(start_daemon, tmp_path, cache_dir, broker.port, video, both, "a")
+    daemon, _, _ = run(start_service, tmp_path, cache_dir, broker.port, video, both, "a")
     found = watcher.wait_for(on(CONFIG_TOPIC)).json()
     assert set(found) >= {"device", "origin", "components", "availability_topic"}
     assert found["origin"]["name"] == "pi-infer" and found["device"]["identifiers"]
@@ -70,10 +69,10 @@ def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_daem
     assert again["components"].keys() == {"left", "right"}
 
     # Restart with fewer regions: the right sensor is removed and its state cleared.
-    daemon.signal(signal.SIGTERM)
+    daemon.stop()
     assert daemon.finish() == 0
     watcher.seen.clear()
-    daemon, path, config = run(start_daemon, tmp_path, cache_dir, broker.port, video,
+    daemon, path, config = run(start_service, tmp_path, cache_dir, broker.port, video,
                                {"left": both["left"]}, "b")
     removal = watcher.wait_for(lambda m: m.topic == CONFIG_TOPIC and m.payload and m.json()
                                ["components"].get("right") == {"platform": "sensor"})
@@ -83,14 +82,14 @@ def test_states_and_discovery(tmp_path, cache_dir, broker, subscribe, start_daem
     # Reload without the left region: removed the same way, the right one comes back.
     config["regions"] = {"right": both["right"]}
     write_config(path, config)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     assert daemon.wait_for(lambda e: e["event"] == "reload")["changed"] == "regions"
     removal = watcher.wait_for(lambda m: m.topic == CONFIG_TOPIC and m.payload and m.json()
                                ["components"].get("left") == {"platform": "sensor"})
     assert removal.json()["components"]["right"]["device_class"] == "enum"
     assert watcher.find(on(f"{BASE}/left/state")).payload == ""
     assert watcher.wait_for(on(f"{BASE}/right/state")).payload == "chickadee"
-    daemon.signal(signal.SIGTERM)
+    daemon.stop()
     assert daemon.finish() == 0
     final = subscribe(broker.port)
     kept = final.wait_for(on(CONFIG_TOPIC, retain=True)).json()
