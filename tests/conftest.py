@@ -3,6 +3,7 @@ to run the daemon as a subprocess exactly as a user would."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -67,8 +68,23 @@ def write_video(path: Path, photos: list[str], seconds_each: float, fps: int = 1
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One compiled-model cache for the session, so each daemon start is a warm start."""
-    return tmp_path_factory.mktemp("model-cache")
+    """One compiled-model cache for the run, shared by pytest-xdist's workers (and kept across
+    runs under $PI_INFER_TEST_CACHE), so every daemon start is a warm start. The first worker
+    compiles the model under a lock; the others then find it built."""
+    from pidaemon.config import InferenceConfig, ModelConfig
+    from pidaemon.model.classifier import load_classifier
+
+    persistent = os.environ.get("PI_INFER_TEST_CACHE")
+    run_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_root = run_root.parent  # each worker's base is a folder of the run's
+    directory = (Path(persistent) if persistent else run_root) / "model-cache"
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load_classifier(ModelConfig(weights=str(WEIGHTS), labels=str(LABELS),
+                                    cache_dir=str(directory)), InferenceConfig(threads=1))
+    return directory
 
 
 def require_executorch() -> None:
