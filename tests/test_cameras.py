@@ -1,13 +1,17 @@
 """Several cameras in one daemon: two video files and a loopback network camera at once, each
 camera's predictions in its own photo order, one unplugged and back while the others go on, a
-camera added by reload, and the config mistakes that stop it before READY."""
+camera added by reload, and the config mistakes that stop it before READY.
+
+The daemon runs in-process (tests.inprocess); the config checks call the CLI's main() in-process,
+and one of them runs `pi-infer check-config` as a process to see its exit status."""
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
+
+from pidaemon import cli
 
 from .conftest import base_config, pi_infer, write_config, write_video
 from .labels import photo_runs
@@ -27,13 +31,23 @@ def cameras_config(cache_dir, cameras: dict) -> dict:
     return config
 
 
+def topic(name: str) -> str:
+    return f"pi-infer/pi/{name}"  # mqtt.node_id: pi
+
+
+def check_config(capsys, path) -> tuple[int, list[str]]:
+    """`pi-infer check-config PATH` in-process: its exit status and its stderr lines."""
+    code = cli.main(["check-config", str(path)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
 def looping(runs: list[str], order: list[str]) -> bool:
     """`runs` is `order` repeated (a looping video), from its start."""
     return len(runs) >= len(order) and runs == (order * len(runs))[:len(runs)]
 
 
-def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, start_daemon):
-    videos = {name: write_video(tmp_path / f"{name}.avi", photos, 1.5)
+def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, start_service):
+    videos = {name: write_video(tmp_path / f"{name}.avi", photos, 1.0)
               for name, photos in ORDERS.items()}
     network = MjpegCamera("chelsea.png")
     network.plug_in()
@@ -42,7 +56,7 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
                    for name, path in videos.items()}
         cameras["net"] = {"device": network.url, "stall_timeout": 1.0}
         path = write_config(tmp_path / "c.yaml", cameras_config(cache_dir, cameras))
-        daemon = start_daemon("--config", str(path))
+        daemon = start_service("--config", str(path))
         ready = daemon.wait_for(lambda e: e["event"] == "lifecycle" and "ready" in e["message"])
         assert "net" in ready["message"] or "running" in ready["message"]
         # Each video through both its photos, then a third, so its order shows.
@@ -60,10 +74,9 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
         lost = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] == "lost")
         assert lost["camera"] == "net" and lost["message"].startswith("camera net: lost")
         during = len(daemon.events)
-        time.sleep(3)
-        daemon.drain()
-        for name in ORDERS:  # the videos go on while the network camera is away
-            assert len(of_camera(daemon.events[during:], "prediction", name)) >= 10, name
+        daemon.wait_for(lambda e: all(  # the videos go on while the network camera is away
+            len(of_camera(daemon.events[during:], "prediction", name)) >= 10 for name in ORDERS),
+            timeout=30)
         assert not of_camera(daemon.events[during + 5:], "prediction", "net")
         network.plug_in()
         recovered = daemon.wait_for(lambda e: e["event"] == "camera"
@@ -73,10 +86,10 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
         daemon.wait_for(lambda e: e["event"] == "prediction" and e.get("camera") == "net")
 
         # A reload adding a camera opens it alone.
-        third = write_video(tmp_path / "shed.avi", ["chelsea.png", "coffee.png"], 1.5)
+        third = write_video(tmp_path / "shed.avi", ["chelsea.png", "coffee.png"], 1.0)
         cameras["shed"] = {"device": str(third), "loop": True, "fps": 10}
         write_config(path, cameras_config(cache_dir, cameras))
-        daemon.signal(signal.SIGHUP)
+        daemon.reload()
         applied = daemon.wait_for(lambda e: e["event"] == "reload")
         assert applied["level"] == "info" and applied["changed"] == "cameras"
         daemon.wait_for(lambda e: len(photo_runs(of_camera(daemon.events, "prediction",
@@ -85,7 +98,7 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
                        ["cat", "coffee.png"])
         opened = [e for e in daemon.events[mark:] if e["event"] == "camera"]
         assert [e["camera"] for e in opened] == ["shed"], opened
-        daemon.signal(signal.SIGTERM)
+        daemon.stop()
         assert daemon.finish() == 0
     finally:
         network.unplug()
@@ -106,65 +119,68 @@ def test_three_sources_unplug_one_and_add_one_by_reload(tmp_path, cache_dir, sta
     ({}, "cameras: must be a mapping of camera names"),
     ([], "cameras: must be a mapping of camera names"),
 ])
-def test_bad_cameras_exit_78_naming_the_key(tmp_path, cameras, key):
+def test_bad_cameras_exit_78_naming_the_key(tmp_path, capsys, cameras, key):
     path = tmp_path / "c.yaml"
     write_config(path, {"cameras": cameras})
-    done = pi_infer("check-config", str(path))
-    assert done.returncode == 78, done.stderr
-    lines = done.stderr.strip().splitlines()
+    code, lines = check_config(capsys, path)
+    assert code == 78, lines
     assert len(lines) == 1 and key in lines[0], lines
 
 
-def test_camera_and_cameras_together_is_an_error(tmp_path):
+@pytest.mark.system
+def test_bad_cameras_exit_78_as_a_process(tmp_path):
+    """The exit status and the one line (no traceback) of the real process."""
+    path = write_config(tmp_path / "c.yaml", {"cameras": {"a": {"devise": "a.avi"}}})
+    done = pi_infer("check-config", str(path))
+    assert done.returncode == 78, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pi-infer: error: "), lines
+    assert "cameras.a.devise: unknown key; did you mean 'device'?" in lines[0]
+    assert not done.stdout
+
+
+def test_camera_and_cameras_together_is_an_error(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("camera:\n  device: a.avi\ncameras:\n  b: {device: b.avi}\n")
-    done = pi_infer("check-config", str(path))
-    assert done.returncode == 78
-    assert "line 1: camera: cannot be used with cameras:" in done.stderr.strip()
+    code, lines = check_config(capsys, path)
+    assert code == 78
+    assert "line 1: camera: cannot be used with cameras:" in "\n".join(lines)
 
 
-def test_mqtt_topics_and_metrics_per_camera(tmp_path, cache_dir, start_daemon):
+def test_mqtt_topics_and_metrics_per_camera(tmp_path, cache_dir, broker, subscribe,
+                                            start_service):
     from .conftest import scrape
-    from .mqtt_broker import Broker, Subscriber
-    from .test_mqtt import topic
 
-    broker = Broker(tmp_path)
-    broker.start()
-    subscriber = Subscriber(broker.port)
-    try:
-        videos = {name: write_video(tmp_path / f"{name}.avi", photos, 1.5)
-                  for name, photos in ORDERS.items()}
-        cameras = {name: {"device": str(path), "loop": True, "fps": 10}
-                   for name, path in videos.items()}
-        cameras["yard"]["regions"] = {"left": {"box": [0, 0, 0.5, 1]}}
-        config = cameras_config(cache_dir, cameras)
-        config["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "node_id": "pi"}
-        config["metrics"] = {"enabled": True, "listen": "127.0.0.1:0"}
-        daemon = start_daemon("--config", str(write_config(tmp_path / "c.yaml", config)))
-        url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
-        for name in ORDERS:
-            status = subscriber.wait_for(lambda m, name=name: m.topic == topic(
-                f"{name}/status", "pi") and m.json()["processed"] > 0).json()
-            assert status["camera"] == name and status["fps"] >= 0
-            prediction = subscriber.find(lambda m, name=name: m.topic == topic(
-                f"{name}/prediction", "pi")).json()
-            assert prediction["camera"] == name
-        state = subscriber.find(lambda m: m.topic == topic("yard/left/state", "pi"))
-        assert state.payload and state.payload != "unknown"  # a label of the left half
-        assert not [m for m in subscriber.seen if m.topic in (topic("status", "pi"),
-                                                               topic("prediction", "pi"))]
-        samples = scrape(url)
-        for name in ORDERS:
-            assert samples[f'pi_infer_frames_processed_total{{camera="{name}"}}'] > 0
-            assert samples[f'pi_infer_camera_state{{camera="{name}",'
-                           f'pi_infer_camera_state="streaming"}}'] == 1
-            assert samples[f'pi_infer_inference_latency_seconds_count{{camera="{name}"}}'] > 0
-        assert "pi_infer_frames_processed_total" not in samples  # only per camera
-        daemon.signal(signal.SIGTERM)
-        assert daemon.finish() == 0
-    finally:
-        subscriber.close()
-        broker.stop()
+    subscriber = subscribe(broker.port)
+    videos = {name: write_video(tmp_path / f"{name}.avi", photos, 1.0)
+              for name, photos in ORDERS.items()}
+    cameras = {name: {"device": str(path), "loop": True, "fps": 10}
+               for name, path in videos.items()}
+    cameras["yard"]["regions"] = {"left": {"box": [0, 0, 0.5, 1]}}
+    config = cameras_config(cache_dir, cameras)
+    config["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "node_id": "pi"}
+    config["metrics"] = {"enabled": True, "listen": "127.0.0.1:0"}
+    daemon = start_service("--config", str(write_config(tmp_path / "c.yaml", config)))
+    url = daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+    for name in ORDERS:
+        status = subscriber.wait_for(lambda m, name=name: m.topic == topic(
+            f"{name}/status") and m.json()["processed"] > 0).json()
+        assert status["camera"] == name and status["fps"] >= 0
+        prediction = subscriber.find(lambda m, name=name: m.topic == topic(
+            f"{name}/prediction")).json()
+        assert prediction["camera"] == name
+    state = subscriber.find(lambda m: m.topic == topic("yard/left/state"))
+    assert state.payload and state.payload != "unknown"  # a label of the left half
+    assert not [m for m in subscriber.seen if m.topic in (topic("status"), topic("prediction"))]
+    samples = scrape(url)
+    for name in ORDERS:
+        assert samples[f'pi_infer_frames_processed_total{{camera="{name}"}}'] > 0
+        assert samples[f'pi_infer_camera_state{{camera="{name}",'
+                       f'pi_infer_camera_state="streaming"}}'] == 1
+        assert samples[f'pi_infer_inference_latency_seconds_count{{camera="{name}"}}'] > 0
+    assert "pi_infer_frames_processed_total" not in samples  # only per camera
+    daemon.stop()
+    assert daemon.finish() == 0
 
 
 def test_home_assistant_names_a_camera_region_by_camera_and_region():
@@ -183,34 +199,35 @@ def test_home_assistant_names_a_camera_region_by_camera_and_region():
 
 
 def test_status_names_every_camera_and_a_missing_one_holds_back_neither_ready_nor_watchdog(
-        tmp_path, cache_dir, start_daemon):
-    import os
-
+        tmp_path, cache_dir, start_service):
     from pidaemon.bench.notify_listener import NotifyListener
 
     notify = NotifyListener(tmp_path / "notify.sock")
     try:
-        video = write_video(tmp_path / "door.avi", ORDERS["door"], 1.5)
+        video = write_video(tmp_path / "door.avi", ORDERS["door"], 1.0)
         missing = tmp_path / "video9"
         cameras = {"door": {"device": str(video), "loop": True, "fps": 10},
                    "attic": {"device": str(missing)}}
         path = write_config(tmp_path / "c.yaml", cameras_config(cache_dir, cameras))
-        env = notify.env(dict(os.environ))
-        env["WATCHDOG_USEC"] = "2000000"
-        daemon = start_daemon("--config", str(path), env=env)
+        env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"}
+        daemon = start_service("--config", str(path), env=env)
         notify.wait_for("READY=1")
         # In the file's order (the test's YAML writer sorts the names).
         notify.wait_for(" fps espresso")
         status = next(m for _, m in notify.messages if m.endswith(" fps espresso"))
         assert status.startswith(f"STATUS=attic waiting for {missing} · door "), status
-        pings = len([m for _, m in notify.messages if m == "WATCHDOG=1"])
-        time.sleep(3)
-        notify.drain(0.5)
-        assert len([m for _, m in notify.messages if m == "WATCHDOG=1"]) > pings + 1
+
+        def pings() -> int:
+            return len([m for _, m in notify.messages if m == "WATCHDOG=1"])
+
+        before, deadline = pings(), time.monotonic() + 30
+        while pings() <= before + 1:  # two more (one a second), with a camera still missing
+            assert time.monotonic() < deadline, "the watchdog pings stopped"
+            notify.drain(0.2)
         waiting = daemon.seen_or_wait(lambda e: e["event"] == "camera"
                                       and e.get("camera") == "attic")
         assert waiting["state"] == "waiting" and waiting["level"] == "warning"
-        daemon.signal(signal.SIGTERM)
+        daemon.stop()
         assert daemon.finish() == 0
     finally:
         notify.close()

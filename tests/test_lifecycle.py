@@ -1,5 +1,7 @@
 """Signals, failures and load: clean exits within 2 s, a failing frame is skipped, a failing
-model ends the daemon for systemd to restart, and the queue never grows."""
+model ends the daemon for systemd to restart, and the queue never grows.
+
+The signal and memory tests need a process of their own; the failing model runs in-process."""
 
 import signal
 import time
@@ -31,9 +33,9 @@ class BrightnessAllergic(torch.nn.Module):
         return torch.zeros(1, 1000)
 
 
-@pytest.fixture
-def allergic_model(tmp_path):
-    path = tmp_path / "allergic.pt"
+@pytest.fixture(scope="module")
+def allergic_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("allergic") / "allergic.pt"
     torch.jit.save(torch.jit.script(BrightnessAllergic()), str(path))
     return path
 
@@ -45,6 +47,7 @@ def stop_time(daemon, signum=signal.SIGTERM) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+@pytest.mark.system
 def test_sigterm_while_the_model_is_being_built(tmp_path, photo_video, start_daemon):
     config = write_config(tmp_path / "c.yaml", base_config(tmp_path / "empty-cache"))
     daemon = start_daemon("--config", str(config), "--source", str(photo_video))
@@ -56,6 +59,7 @@ def test_sigterm_while_the_model_is_being_built(tmp_path, photo_video, start_dae
     assert not any(e["message"].startswith("ready") for e in daemon.of("lifecycle"))
 
 
+@pytest.mark.system
 def test_sigterm_during_camera_backoff(tmp_path, cache_dir, start_daemon):
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir))
     daemon = start_daemon("--config", str(config), "--source", "/dev/video-pi-infer-absent")
@@ -65,6 +69,7 @@ def test_sigterm_during_camera_backoff(tmp_path, cache_dir, start_daemon):
     assert code == 0 and took < STOP_WITHIN
 
 
+@pytest.mark.system
 def test_sigint_under_full_load(tmp_path, cache_dir, photo_video, start_daemon):
     config = write_config(tmp_path / "c.yaml", base_config(
         cache_dir, camera={"fps": 1000, "loop": True}, inference={"threads": 2}))
@@ -76,12 +81,13 @@ def test_sigint_under_full_load(tmp_path, cache_dir, photo_video, start_daemon):
 
 
 def test_failed_frames_are_logged_and_skipped(tmp_path, cache_dir, allergic_model,
-                                              start_daemon):
+                                              start_service):
     video = solid_video(tmp_path / "mixed.avi", [0, 0, 0, 255, 0, 0, 0, 255, 0, 0])
+    # A queue that holds the whole video: no frame is dropped, so every seq is accounted for.
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir, model={
         "weights": None, "torchscript": str(allergic_model), "labels": str(LABELS)},
-        output={"every_frame": True}))
-    daemon = start_daemon("--config", str(config), "--source", str(video))
+        camera={"fps": 25}, queue={"size": 16}, output={"every_frame": True}))
+    daemon = start_service("--config", str(config), "--source", str(video))
     assert daemon.finish(timeout=60) == 0
     errors = daemon.of("inference_error")
     assert [e["seq"] for e in errors] == [4, 8]
@@ -91,12 +97,12 @@ def test_failed_frames_are_logged_and_skipped(tmp_path, cache_dir, allergic_mode
 
 
 def test_a_model_that_keeps_failing_ends_the_daemon(tmp_path, cache_dir, allergic_model,
-                                                    start_daemon):
+                                                    start_service):
     video = solid_video(tmp_path / "bright.avi", [255] * 30)
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir, model={
         "weights": None, "torchscript": str(allergic_model), "labels": str(LABELS)},
-        inference={"max_consecutive_errors": 3}))
-    daemon = start_daemon("--config", str(config), "--source", str(video))
+        camera={"fps": 25}, inference={"max_consecutive_errors": 3}))
+    daemon = start_service("--config", str(config), "--source", str(video))
     code = daemon.finish(timeout=60)
     assert code == 1, "non-zero so that Restart=on-failure restarts it"
     assert len(daemon.of("inference_error")) == 4
@@ -110,6 +116,7 @@ def rss_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
+@pytest.mark.system
 def test_queue_never_grows_under_a_much_faster_camera(tmp_path, cache_dir, photo_video,
                                                       start_daemon):
     config = write_config(tmp_path / "c.yaml", base_config(

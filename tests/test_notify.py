@@ -1,15 +1,21 @@
-"""sd_notify without systemd: a real AF_UNIX datagram socket stands where systemd listens."""
+"""sd_notify without systemd: a real AF_UNIX datagram socket stands where systemd listens.
+
+The daemon runs in-process (tests.inprocess); NOTIFY_SOCKET and WATCHDOG_USEC are in its
+environment while the Service reads them, as systemd would set them for the process.
+"""
 
 import itertools
-import os
-import signal
 import time
 
 import pytest
 
 from pidaemon.bench.notify_listener import NotifyListener
+from pidaemon.model.classifier import load_classifier
 
 from .conftest import base_config, write_config
+from .fakes import SlowModel
+
+WATCHDOG_USEC = 2_000_000
 
 
 @pytest.fixture
@@ -20,25 +26,37 @@ def notify(tmp_path):
 
 
 def env_for(notify: NotifyListener, watchdog_usec: int | None = None) -> dict:
-    env = notify.env(dict(os.environ))
+    env = {"NOTIFY_SOCKET": notify.path}
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     return env
 
 
+def wait_for_messages(notify: NotifyListener, enough, timeout: float = 30) -> None:
+    """Collect notifications until `enough(notify)` holds."""
+    deadline = time.monotonic() + timeout
+    while not enough(notify):
+        assert time.monotonic() < deadline, [m for _, m in notify.messages]
+        notify.drain(0.2)
+
+
+def pings_after(notify: NotifyListener, since: float) -> list[float]:
+    return [t for t, m in notify.messages if m == "WATCHDOG=1" and t > since]
+
+
 def test_message_sequence_start_reload_stop(tmp_path, cache_dir, photo_video, notify,
-                                            start_daemon):
+                                            start_service):
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera={"loop": True}))
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video),
-                          env=env_for(notify))
+    daemon = start_service("--config", str(config), "--source", str(photo_video),
+                           env=env_for(notify))
     notify.wait_for("READY=1")
     notify.wait_for("fps")  # a periodic STATUS after READY
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     notify.wait_for("RELOADING=1")
-    notify.drain(1.0)
-    daemon.signal(signal.SIGTERM)
+    wait_for_messages(notify, lambda n: "READY=1" in n.kinds()[n.kinds().index("RELOADING=1"):])
+    daemon.stop()
     assert daemon.finish() == 0
-    notify.drain(0.5)
+    notify.drain(0)  # the last notifications were sent before run() returned
     kinds = notify.kinds()
     ready = kinds.index("READY=1")
     assert kinds[:ready] == ["STATUS"] * ready, "nothing but STATUS before READY"
@@ -53,33 +71,50 @@ def test_message_sequence_start_reload_stop(tmp_path, cache_dir, photo_video, no
 
 
 def test_watchdog_pings_stop_when_inference_hangs(tmp_path, cache_dir, photo_video, notify,
-                                                   start_daemon, hanging_model):
-    config = write_config(tmp_path / "c.yaml", base_config(
-        cache_dir, camera={"loop": True}, model=hanging_model))
-    env = env_for(notify, watchdog_usec=2_000_000)
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video), env=env)
-    # A stats line counting a captured frame: the inference thread took the first one and hung.
-    daemon.wait_for(lambda e: e.get("event") == "stats" and e["captured"] > 0, timeout=60)
-    hung_at = time.monotonic()
-    notify.drain(6.0)
-    pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
-    assert pings, "pinged while healthy"
-    assert pings[-1] < hung_at + 2.5, "pings stop once a heartbeat is older than WATCHDOG_USEC"
-    assert daemon.proc.poll() is None, "the daemon itself does not exit: systemd decides"
+                                                   start_service):
+    config = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera={"loop": True}))
+    loaded: list[SlowModel] = []
+
+    def load_hanging(model, inference):
+        """The real model, made to hang on the first camera frame until the test ends."""
+        hanging = SlowModel(load_classifier(model, inference))
+        hanging.running.clear()
+        loaded.append(hanging)
+        return hanging
+
+    daemon = start_service("--config", str(config), "--source", str(photo_video),
+                           env=env_for(notify, WATCHDOG_USEC), load_model=load_hanging)
+    try:
+        # A stats line counting a captured frame: the inference thread took the first one and
+        # hung.
+        daemon.wait_for(lambda e: e.get("event") == "stats" and e["captured"] > 0, timeout=60)
+        hung_at = time.monotonic()
+        # Pings come every second while every heartbeat is younger than 2 s: none may come in
+        # the two seconds after the last one allowed.
+        notify.drain(4.5)
+        pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
+        assert pings, "pinged while healthy"
+        assert pings[-1] < hung_at + 2.5, \
+            "pings stop once a heartbeat is older than WATCHDOG_USEC"
+        assert daemon.running, "the daemon itself does not exit: systemd decides"
+    finally:
+        for model in loaded:
+            model.running.set()
+    daemon.stop()
+    assert daemon.finish() == 0
 
 
 def test_watchdog_pings_continue_while_waiting_for_a_camera(tmp_path, cache_dir, notify,
-                                                            start_daemon):
+                                                            start_service):
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir))
-    daemon = start_daemon("--config", str(config), "--source", str(tmp_path / "absent.avi"),
-                          env=env_for(notify, watchdog_usec=2_000_000))
-    notify.wait_for("READY=1")
+    daemon = start_service("--config", str(config), "--source", str(tmp_path / "absent.avi"),
+                           env=env_for(notify, WATCHDOG_USEC))
+    ready_at = notify.wait_for("READY=1")
     ready_message = next(m for _, m in notify.messages if m.startswith("READY=1"))
     assert "waiting for camera" in ready_message
-    notify.drain(6.0)
-    ready_at = next(t for t, m in notify.messages if m.startswith("READY=1"))
-    pings = [t for t, m in notify.messages if m == "WATCHDOG=1" and t > ready_at]
+    wait_for_messages(notify, lambda n: len(pings_after(n, ready_at)) >= 4, timeout=15)
+    pings = pings_after(notify, ready_at)
     assert len(pings) >= 4, "a camera that is away is not a hang"
     assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0
-    daemon.signal(signal.SIGTERM)
+    daemon.stop()
     assert daemon.finish() == 0

@@ -2,7 +2,8 @@
 
 There is no Pi camera here: the adapter runs against tests/picamera2_standin, which implements
 the Picamera2 calls it makes and produces real frames from the shared photos on a sensor clock.
-The daemon itself, its model and its output are the real ones.
+The daemon itself, its model and its output are the real ones, run in-process; one config error
+goes through `pi-infer run` as a process, for its exit status.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import cv2
 import numpy as np
 import pytest
 
+from pidaemon import cli
 from pidaemon.config import PICAMERA2_MISSING, CameraConfig, csi_index, module_available
 from pidaemon.errors import EX_CONFIG
+from pidaemon.eventlog import LOGGER_NAME
 from pidaemon.sources import make_source
 from pidaemon.sources.network import NetworkSource
-from pidaemon.sources.picamera2 import Picamera2Source, wants_picamera2
+from pidaemon.sources.picamera2 import OPEN_TIMEOUT, Picamera2Source, wants_picamera2
 from pidaemon.sources.v4l2 import V4L2Source
 from pidaemon.sources.video import VideoFileSource
 
@@ -44,12 +47,22 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     sys.modules.pop("picamera2", None)  # or later tests would still find it
 
 
-def standin_env(**settings: str) -> dict[str, str]:
-    """The daemon's environment with the stand-in on its path."""
-    images = os.pathsep.join(str(IMAGES / name) for name in PHOTO_ORDER)
-    path = os.pathsep.join(p for p in (str(STANDIN), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PICAMERA2_STANDIN_IMAGES": images,
-            **{f"PICAMERA2_STANDIN_{k.upper()}": v for k, v in settings.items()}}
+def standin_settings(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
+    """The stand-in's settings (PICAMERA2_STANDIN_*), read when a camera is opened."""
+    for name, value in settings.items():
+        monkeypatch.setenv(f"PICAMERA2_STANDIN_{name.upper()}", value)
+
+
+def cli_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`pi-infer ARGS` in-process: its exit status and what it wrote (stdout, then stderr)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handlers = logger.handlers[:]
+    try:
+        code = cli.main(list(args))
+    finally:
+        logger.handlers[:] = handlers  # `run` routes the log to (captured) stdout
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 def fake_sysfs(root: Path, nodes: dict[str, str]) -> Path:
@@ -124,16 +137,24 @@ def test_adapter_reports_what_stops_it(standin, monkeypatch):
     finally:
         first.release()
     monkeypatch.setenv("PICAMERA2_STANDIN_STALL_AFTER", "0")
-    with pytest.raises(OSError, match="started but sent no frame within 5 s"):
-        Picamera2Source(CameraConfig(device="csi")).open()
+    assert Picamera2Source(CameraConfig(device="csi")).open_timeout == OPEN_TIMEOUT == 5.0
+    with pytest.raises(OSError, match=r"started but sent no frame within 0\.5 s"):
+        Picamera2Source(CameraConfig(device="csi"), open_timeout=0.5).open()
 
 
-def test_daemon_classifies_pi_camera_frames(tmp_path, cache_dir, start_daemon):
+def test_daemon_classifies_pi_camera_frames(tmp_path, cache_dir, standin, monkeypatch,
+                                            start_service):
+    standin_settings(monkeypatch, seconds_each="0.5",
+                     images=os.pathsep.join(str(IMAGES / name) for name in PHOTO_ORDER))
     config = write_config(tmp_path / "c.yaml", base_config(
         cache_dir, camera={"device": "csi", "width": 320, "height": 240},
         output={"every_frame": True}))
-    daemon = start_daemon("--config", str(config), "--duration", "8", env=standin_env())
-    assert daemon.finish(timeout=90) == 0, daemon.stderr
+    daemon = start_service("--config", str(config))
+    # Each photo stays in view for 5 frames; the fifth photo's run shows all five in order.
+    daemon.wait_for(lambda e: e["event"] == "prediction"
+                    and len(photo_runs(daemon.of("prediction"))) >= 5, timeout=60)
+    daemon.stop()
+    assert daemon.finish() == 0
     opened = daemon.of("camera")[0]
     assert opened["state"] == "opened" and opened["backend"] == "picamera2"
     assert "camera: opened csi (picamera2): 320x240 RGB888 at 10.0 fps from imx708 (asked " \
@@ -142,21 +163,25 @@ def test_daemon_classifies_pi_camera_frames(tmp_path, cache_dir, start_daemon):
     assert runs[:5] == ["grace_hopper.jpg", "cat", "coffee.png", "bird.bmp", "cat"]
 
 
-def test_a_stalled_pi_camera_is_reopened(tmp_path, cache_dir, start_daemon):
+def test_a_stalled_pi_camera_is_reopened(tmp_path, cache_dir, standin, monkeypatch,
+                                         start_service):
+    standin_settings(monkeypatch, stall_after="5")
     config = write_config(tmp_path / "c.yaml", base_config(
         cache_dir, camera={"device": "csi", "stall_timeout": 1.0}))
-    daemon = start_daemon("--config", str(config), env=standin_env(stall_after="15"))
+    daemon = start_service("--config", str(config))
     lost = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] == "lost")
     assert lost["reason"] == "no frame for 1 s"
     recovered = daemon.wait_for(lambda e: e["event"] == "camera" and e["state"] == "recovered")
     assert recovered["backend"] == "picamera2"
-    # The first opening sent 15 frames: more can only come from the reopened camera.
-    daemon.wait_for(lambda e: e["event"] == "stats" and e["captured"] > 15)
+    # The first opening sent 5 frames: more can only come from the reopened camera.
+    daemon.wait_for(lambda e: e["event"] == "stats" and e["captured"] > 5)
 
 
-def test_no_pi_camera_connected_still_gets_ready(tmp_path, cache_dir, start_daemon):
+def test_no_pi_camera_connected_still_gets_ready(tmp_path, cache_dir, standin, monkeypatch,
+                                                 start_service):
+    standin_settings(monkeypatch, cameras="0")
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera={"device": "csi"}))
-    daemon = start_daemon("--config", str(config), env=standin_env(cameras="0"))
+    daemon = start_service("--config", str(config))
     waiting = daemon.wait_for(lambda e: e["event"] == "camera")
     assert waiting["state"] == "waiting"
     assert "libcamera finds no camera 0 (0 connected)" in waiting["reason"]
@@ -166,20 +191,30 @@ def test_no_pi_camera_connected_still_gets_ready(tmp_path, cache_dir, start_daem
 @needs_no_real_picamera2
 @pytest.mark.parametrize("camera", [{"backend": "picamera2"}, {"device": "csi"}])
 @pytest.mark.parametrize("command", ["check-config", "run"])
-def test_picamera2_missing_is_a_clear_config_error(tmp_path, cache_dir, camera, command):
+def test_picamera2_missing_is_a_clear_config_error(tmp_path, cache_dir, capsys, camera, command):
     path = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera=camera))
-    result = pi_infer(*(["check-config", str(path)] if command == "check-config" else
-                        ["run", "--config", str(path)]))
-    assert result.returncode == EX_CONFIG
-    output = result.stdout + result.stderr
+    code, output = cli_main(capsys, *(["check-config", str(path)] if command == "check-config"
+                                      else ["run", "--config", str(path)]))
+    assert code == EX_CONFIG
     assert f"camera.backend: {PICAMERA2_MISSING}" in output and "Traceback" not in output
     assert PICAMERA2_MISSING == ("picamera2 needs the python3-picamera2 package (sudo apt install "
                                  "python3-picamera2) and a venv with --system-site-packages")
 
 
-def test_csi_with_a_backend_that_cannot_read_it(tmp_path):
+@needs_no_real_picamera2
+@pytest.mark.system
+def test_picamera2_missing_exits_78_without_a_traceback(tmp_path, cache_dir):
+    """`pi-infer run` as a process: exit status 78 and one line, no traceback."""
+    path = write_config(tmp_path / "c.yaml", base_config(cache_dir, camera={"device": "csi"}))
+    result = pi_infer("run", "--config", str(path))
+    assert result.returncode == EX_CONFIG
+    output = result.stdout + result.stderr
+    assert f"camera.backend: {PICAMERA2_MISSING}" in output and "Traceback" not in output
+
+
+def test_csi_with_a_backend_that_cannot_read_it(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("camera:\n  device: csi\n  backend: v4l2\n")
-    result = pi_infer("check-config", str(path))
-    assert result.returncode == EX_CONFIG
-    assert "camera.backend: v4l2 cannot read csi, a Raspberry Pi camera" in result.stderr
+    code = cli.main(["check-config", str(path)])
+    assert code == EX_CONFIG
+    assert "camera.backend: v4l2 cannot read csi, a Raspberry Pi camera" in capsys.readouterr().err

@@ -77,9 +77,11 @@ class Picamera2Source(FrameSource):
     negotiates = True
     open_patience = OPEN_TIMEOUT + 2.0  # open() waits up to OPEN_TIMEOUT for the first frame
 
-    def __init__(self, config: CameraConfig) -> None:
+    def __init__(self, config: CameraConfig, open_timeout: float = OPEN_TIMEOUT) -> None:
+        """`open_timeout`: seconds open() waits for the first frame (tests wait less)."""
         super().__init__(config.device)
         self.config = config
+        self.open_timeout = open_timeout
         self._camera: Any = None
 
     def open(self) -> None:
@@ -105,11 +107,12 @@ class Picamera2Source(FrameSource):
                 controls={"FrameRate": config.fps}, queue=False))
             camera.start()
             width, height = camera.camera_configuration()["main"]["size"]
-            metadata = camera.wait(camera.capture_metadata(wait=False), timeout=OPEN_TIMEOUT)
+            metadata = camera.wait(camera.capture_metadata(wait=False),
+                                   timeout=self.open_timeout)
         except WAIT_TIMEOUT:
             _close(camera)
             raise OSError(f"camera {index} ({model}) started but sent no frame within "
-                          f"{OPEN_TIMEOUT:g} s") from None
+                          f"{self.open_timeout:g} s") from None
         except Exception as exc:  # noqa: BLE001 - libcamera reports failures as several types
             _close(camera)
             raise OSError(f"cannot start camera {index} ({model}): {first_line(exc)}") from None
