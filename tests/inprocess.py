@@ -68,7 +68,9 @@ class ServiceRun(EventStream):
         self.service: Service | None = None
         try:
             cfg = config_module.load(parsed.config).with_source(parsed.source)
-            with _environment(env or {}):
+            # systemd's variables only as the test gives them: never those of a pytest that
+            # itself runs under systemd.
+            with _environment({"NOTIFY_SOCKET": "", "WATCHDOG_USEC": "", **(env or {})}):
                 self.service = Service(cfg, parsed.config, parsed.source, parsed.duration,
                                        **inject)
         except PiInferError as exc:

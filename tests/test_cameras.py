@@ -189,7 +189,7 @@ def test_home_assistant_names_a_camera_region_by_camera_and_region():
 
     regions = (RegionInfo("gate", (0, 0, 1, 1), ["open", "closed"], "garden"),
                RegionInfo("gate", (0, 0, 1, 1), ["open", "closed"]))
-    config = device_config("pi", "pi-infer/pi", regions, {"yard/door"}, 0)
+    config = device_config("pi", "pi-infer/pi", regions, {"yard_door"}, 0)
     components = config["components"]
     assert set(components) == {"garden_gate", "gate", "yard_door"}
     assert components["garden_gate"]["state_topic"] == "pi-infer/pi/garden/gate/state"
