@@ -32,6 +32,27 @@ def kept_log() -> Iterator[None]:
         logger.handlers[:], logger.level, logger.propagate = saved
 
 
+@contextmanager
+def logged() -> Iterator[list[str]]:
+    """The lines the `pi-infer` logger gets meanwhile (from a direct call such as
+    load_classifier, which logs what it does to the compiled-model cache)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger(LOGGER_NAME)
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`pi-infer ARGS` through cli.main; the exit status and the output, as pi_infer returns

@@ -8,10 +8,8 @@ traceback and without READY. The cache tests rebuild with a small stand-in model
 """
 
 import functools
-import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -19,10 +17,9 @@ import torch
 from pidaemon.bench.notify_listener import NotifyListener
 from pidaemon.config import InferenceConfig, ModelConfig
 from pidaemon.errors import EX_CONFIG
-from pidaemon.eventlog import LOGGER_NAME
 from pidaemon.model.classifier import load_classifier
 
-from .cli_inprocess import run_cli
+from .cli_inprocess import logged, run_cli
 from .conftest import LABELS, TORCHSCRIPT, WEIGHTS, base_config, pi_infer, write_config
 from .fakes import build_small_model
 from .inprocess import ready
@@ -144,26 +141,6 @@ def test_a_users_torchscript_model_with_its_labels(tmp_path, photo_video, start_
 
 
 # -- the compiled-model cache -------------------------------------------------------------------
-@contextmanager
-def logged() -> Iterator[list[str]]:
-    """The lines pi-infer logs meanwhile."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger(LOGGER_NAME)
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def load_small(cache) -> tuple[str, list[str]]:
     """load_classifier with the cache in `cache`, building the small model when it must;
     returns the model's description and what was logged."""
