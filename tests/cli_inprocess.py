@@ -9,11 +9,12 @@ put back as it was afterwards, so no later test logs into a closed capture.
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -53,12 +54,9 @@ def logged() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`pi-infer ARGS` through cli.main; the exit status and the output, as pi_infer returns
-    them. Fails if it has not returned within `timeout` s (a hang is a failure, not a stuck
-    run)."""
-    capsys.readouterr()  # what the test printed before is not the command's
+def _call(args: tuple[str, ...], timeout: float) -> int:
+    """cli.main(args) on a thread of its own (torch's thread settings and a hang stay there);
+    its exit status, or what it raised, raised here."""
     outcome: dict[str, object] = {}
 
     def main() -> None:
@@ -72,9 +70,29 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str,
         thread.start()
         thread.join(timeout)
         assert not thread.is_alive(), f"pi-infer {' '.join(args)} still runs after {timeout} s"
+    error = outcome.get("error")
+    if isinstance(error, BaseException):
+        raise AssertionError(f"pi-infer {' '.join(args)} raised {error!r}") from error
+    code = outcome["code"]
+    assert isinstance(code, int)
+    return code
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`pi-infer ARGS` through cli.main; the exit status and the output, as pi_infer returns
+    them. Fails if it has not returned within `timeout` s (a hang is a failure, not a stuck
+    run)."""
+    capsys.readouterr()  # what the test printed before is not the command's
+    code = _call(args, timeout)
     captured = capsys.readouterr()
-    if "error" in outcome:
-        raise AssertionError(f"pi-infer {' '.join(args)} raised: {outcome['error']!r}\n"
-                             f"{captured.out}{captured.err}") from outcome["error"]  # type: ignore[misc]
-    return subprocess.CompletedProcess(["pi-infer", *args], outcome["code"], captured.out,
-                                       captured.err)
+    return subprocess.CompletedProcess(["pi-infer", *args], code, captured.out, captured.err)
+
+
+def run_cli_captured(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The same where capsys is not at hand (a module-scoped fixture): the output is read
+    from sys.stdout and sys.stderr replaced meanwhile."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = _call(args, timeout)
+    return subprocess.CompletedProcess(["pi-infer", *args], code, out.getvalue(), err.getvalue())
