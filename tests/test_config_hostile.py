@@ -160,8 +160,8 @@ def test_bare_password_file_name_needs_the_credentials_directory(tmp_path, cache
 
 
 @pytest.mark.parametrize("text", [alias_bomb(40), flow_nesting(600)], ids=["bomb", "deep"])
-def test_reload_of_a_hostile_config_keeps_the_daemon(tmp_path, cache_dir, photo_video,
-                                                     start_service, text):
+def test_reload_of_a_hostile_config_keeps_the_daemon(tmp_path, cache_dir, classifier,
+                                                     photo_video, start_service, text):
     path = tmp_path / "c.yaml"
     write_config(path, base_config(cache_dir, camera={"loop": True, "device": str(photo_video)},
                                    output={"every_frame": True}, model={"top_k": 3}))
