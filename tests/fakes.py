@@ -79,3 +79,23 @@ def wait_until(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def build_small_model(model_cfg: Any, engine: str) -> tuple[Any, list[str]]:
+    """A stand-in for classifier.build_mobilenet_v2 that compiles in milliseconds: 1000 outputs
+    (the ImageNet labels) from the image's mean colour. For tests of the compiled-model cache,
+    which rebuild the model whenever an entry is unusable; the real build has a test of its own."""
+    import torch
+
+    from .conftest import LABELS
+
+    class MeanColour(torch.nn.Module):
+        def __init__(self, classes: int) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    return MeanColour(1000).eval(), LABELS.read_text().splitlines()

@@ -1,5 +1,10 @@
 """`pi-infer bench`: the simulated camera behaves like a V4L2 driver, and a quick run produces
-a complete, self-consistent report. No timing is asserted: that is what the bench is for."""
+a complete, self-consistent report. No timing is asserted: that is what the bench is for.
+
+The bench smoke tests run `pi-infer bench` (which starts processes of its own) and measure fresh
+processes: they are marked system. The cameras bench's pipelines run here, on the session's
+compiled model.
+"""
 
 import importlib.util
 import json
@@ -35,6 +40,7 @@ def test_a_reader_that_falls_behind_gets_the_oldest_frames():
     camera.release()
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="needs the shared photos")
 def test_quick_bench_reports_every_measurement(tmp_path):
     out = tmp_path / "bench.json"
@@ -97,6 +103,7 @@ def test_quick_bench_reports_every_measurement(tmp_path):
         assert target["passed"] is None or target["ratio"] is not None
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="needs the shared photos")
 def test_the_page_bench_encodes_only_for_viewers(tmp_path):
     out = tmp_path / "page.json"
@@ -113,12 +120,18 @@ def test_the_page_bench_encodes_only_for_viewers(tmp_path):
         assert row["fps"] > 0 and row["cpu_cores"] > 0
 
 
-def test_cameras_bench_runs_several_cameras_each_way(tmp_path):
+def test_cameras_bench_runs_several_cameras_each_way(cache_dir, classifier):
     from pidaemon.bench import cameras
 
     for batch in (False, True, None):
-        row = cameras.run(SHARED, tmp_path, "auto", 2, batch, 1.0)
+        row = cameras.run(SHARED, cache_dir, "auto", 2, batch, 1.0)
         assert row["cameras"] == 2 and row["fps"] > 0 and row["rss_mb"] > 0
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
-    peak, running = cameras.rss_mb(SHARED, tmp_path, 1, 1.0)
+
+
+@pytest.mark.system
+def test_cameras_bench_measures_a_fresh_process(cache_dir, classifier):
+    from pidaemon.bench import cameras
+
+    peak, running = cameras.rss_mb(SHARED, cache_dir, 1, 1.0)
     assert peak >= running > 0

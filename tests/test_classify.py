@@ -1,16 +1,18 @@
-"""`pi-infer classify` on real photos with the real weights: the user's first sanity check."""
+"""`pi-infer classify` on real photos with the real weights: the user's first sanity check.
+In-process through cli.main, on the session's compiled model (conftest.classifier)."""
 
 import json
 
-from .conftest import IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, pi_infer, write_config
+from .cli_inprocess import run_cli
+from .conftest import IMAGES, LABELS, PHOTO_ORDER, WEIGHTS, write_config
 from .labels import check_still
 
 
-def test_classify_json_labels_every_reference_photo(tmp_path, cache_dir):
+def test_classify_json_labels_every_reference_photo(tmp_path, cache_dir, classifier, capsys):
     config = write_config(tmp_path / "c.yaml", {"model": {
         "weights": str(WEIGHTS), "labels": str(LABELS), "cache_dir": str(cache_dir)}})
-    result = pi_infer("classify", "--json", "--config", str(config),
-                      *[str(IMAGES / name) for name in PHOTO_ORDER])
+    result = run_cli(capsys, "classify", "--json", "--config", str(config),
+                     *[str(IMAGES / name) for name in PHOTO_ORDER])
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["image"].split("/")[-1] for row in rows] == PHOTO_ORDER
@@ -26,13 +28,13 @@ def test_classify_json_labels_every_reference_photo(tmp_path, cache_dir):
     assert by_name["coffee.png"]["scores"][0] > 0.9
 
 
-def test_classify_text_and_an_unreadable_image(tmp_path, cache_dir):
+def test_classify_text_and_an_unreadable_image(tmp_path, cache_dir, classifier, capsys):
     config = write_config(tmp_path / "c.yaml", {"model": {
         "weights": str(WEIGHTS), "cache_dir": str(cache_dir), "top_k": 2}})
     bogus = tmp_path / "not-an-image.jpg"
     bogus.write_text("hello")
-    result = pi_infer("classify", "--config", str(config), str(IMAGES / "coffee.png"),
-                      str(bogus))
+    result = run_cli(capsys, "classify", "--config", str(config), str(IMAGES / "coffee.png"),
+                     str(bogus))
     assert result.returncode == 1
     assert "coffee.png: espresso (967)" in result.stdout
     assert result.stdout.count("|") == 0 and result.stdout.count(",") == 1  # top_k: 2

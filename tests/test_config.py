@@ -1,4 +1,7 @@
-"""Config loading: valid files, every kind of error (naming file, key and line), exit 78."""
+"""Config loading: valid files, every kind of error (naming file, key and line), exit 78.
+
+The CLI's answers are read in-process (cli_inprocess); one test proves through the real process
+that a bad config is exit 78 and one line, without a traceback."""
 
 import dataclasses
 
@@ -9,6 +12,7 @@ from pidaemon import config
 from pidaemon.config import docs
 from pidaemon.errors import EX_CONFIG, ConfigError
 
+from .cli_inprocess import run_cli
 from .conftest import REPO, pi_infer
 
 
@@ -108,10 +112,10 @@ def test_source_override():
     assert cfg.with_source(None) is cfg
 
 
-def test_check_config_prints_the_effective_config(tmp_path):
+def test_check_config_prints_the_effective_config(tmp_path, capsys):
     path = tmp_path / "ok.yaml"
     path.write_text("model: {top_k: 3}\n")
-    result = pi_infer("check-config", str(path))
+    result = run_cli(capsys, "check-config", str(path))
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
     assert effective["model"]["top_k"] == 3 and effective["camera"]["fps"] == 36.0
@@ -119,10 +123,10 @@ def test_check_config_prints_the_effective_config(tmp_path):
 
 @pytest.mark.parametrize(("threads", "code"), [("auto", 0), ("3", 0), ("0", EX_CONFIG),
                                               ("-1", EX_CONFIG), ("two", EX_CONFIG)])
-def test_check_config_threads_auto_or_a_number(tmp_path, threads, code):
+def test_check_config_threads_auto_or_a_number(tmp_path, capsys, threads, code):
     path = tmp_path / "threads.yaml"
     path.write_text(f"inference:\n  threads: {threads}\n")
-    result = pi_infer("check-config", str(path))
+    result = run_cli(capsys, "check-config", str(path))
     assert result.returncode == code, result.stdout + result.stderr
     if code == 0:
         effective = yaml.safe_load(result.stdout)["inference"]["threads"]
@@ -133,11 +137,24 @@ def test_check_config_threads_auto_or_a_number(tmp_path, threads, code):
 
 @pytest.mark.parametrize("command", [["check-config"], ["run", "--config"],
                                      ["classify", "x.jpg", "--config"]])
-def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, command):
+def test_cli_exits_78_with_one_line(tmp_path, capsys, command):
     path = tmp_path / "bad.yaml"
     path.write_text("output:\n  intervall: 2\n")
-    result = pi_infer(*command, str(path))
+    result = run_cli(capsys, *command, str(path))
+    assert result.returncode == EX_CONFIG
+    output = (result.stdout + result.stderr).strip()
+    assert "\n" not in output, output
+    assert "output.intervall: unknown key; did you mean 'interval'?" in output
+
+
+@pytest.mark.system
+def test_a_bad_config_ends_the_process_with_78_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("output:\n  intervall: 2\n")
+    result = pi_infer("run", "--config", str(path))
     assert result.returncode == EX_CONFIG
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    assert "output.intervall: unknown key; did you mean 'interval'?" in output
+    assert "\n" not in output.strip(), output
+    assert output.startswith(f"error: {path}, line 2: output.intervall: unknown key; did you "
+                             f"mean 'interval'?"), output

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pidaemon import config
 from pidaemon.errors import EX_CONFIG, ConfigError
 
-from .conftest import WEIGHTS, pi_infer
+from .cli_inprocess import run_cli
+from .conftest import WEIGHTS
 
 KEYS = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in config.SECTIONS.items()}
 
@@ -58,14 +59,17 @@ def test_arbitrary_text_loads_or_fails_clearly(text):
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(documents())
-def test_check_config_and_run_agree(tmp_path, cache_dir, doc):
-    """Same verdict and message; the model and camera are pinned so valid configs start fast."""
+def test_check_config_and_run_agree(tmp_path, cache_dir, classifier, capsys, monkeypatch, doc):
+    """Same verdict and message; the model and camera are pinned so valid configs start fast
+    (the session's compiled model, `classifier`, is in cache_dir). Relative paths a document
+    names (collect.directory) land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
     doc["model"] = {"weights": str(WEIGHTS), "cache_dir": str(cache_dir)}
     doc["camera"] = {"device": str(tmp_path / "absent.avi")}
     path = tmp_path / "fuzz.yaml"
     path.write_text(yaml.safe_dump(doc))
-    checked = pi_infer("check-config", str(path), cwd=tmp_path)
-    ran = pi_infer("run", "--config", str(path), "--duration", "0", cwd=tmp_path)
+    checked = run_cli(capsys, "check-config", str(path))
+    ran = run_cli(capsys, "run", "--config", str(path), "--duration", "0")
     if checked.returncode == EX_CONFIG:
         message = checked.stderr.strip().removeprefix("pi-infer: error: ")
         assert ran.returncode == EX_CONFIG

@@ -1,15 +1,18 @@
-"""Hostile and odd config files through the real CLI: each ends promptly in exit 78 and one line
+"""Hostile and odd config files through the CLI: each ends promptly in exit 78 and one line
 that names the file and the fix, `check-config` refuses what `run` would, and a reload of such a
-file keeps the running daemon and its configuration."""
+file keeps the running daemon and its configuration.
+
+The CLI runs in-process (cli_inprocess); the system tests prove through the real process that a
+bomb and an unusable password file end in exit 78 and one line, without a traceback."""
 
 import os
-import signal
 
 import pytest
 import yaml
 
 from pidaemon.errors import EX_CONFIG
 
+from .cli_inprocess import run_cli
 from .conftest import base_config, pi_infer, write_config
 from .yaml_bombs import alias_bomb, block_nesting, flow_nesting
 
@@ -17,8 +20,23 @@ from .yaml_bombs import alias_bomb, block_nesting, flow_nesting
 PROMPTLY = 60
 
 
-def refused_by_cli(*args: str, env: dict | None = None) -> str:
-    """Run the CLI; it must finish, exit 78 and print exactly one line without a traceback."""
+@pytest.fixture
+def refused_by_cli(capsys, monkeypatch):
+    """`refused_by_cli(*args)`: run the CLI; it must finish, exit 78 and print exactly one line.
+    CREDENTIALS_DIRECTORY is unset unless the test sets it."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+    def refused(*args: str) -> str:
+        result = run_cli(capsys, *args, timeout=PROMPTLY)
+        output = (result.stdout + result.stderr).strip()
+        assert result.returncode == EX_CONFIG, output
+        assert "\n" not in output, output
+        return output
+    return refused
+
+
+def refused_by_the_process(*args: str, env: dict | None = None) -> str:
+    """The same through a real `python -m pidaemon`, which must also print no traceback."""
     result = pi_infer(*args, env=env, timeout=PROMPTLY)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == EX_CONFIG, output
@@ -38,13 +56,22 @@ def refused_by_cli(*args: str, env: dict | None = None) -> str:
     ("camera:\n  device: -1\n", "line 2: camera.device: must be at least 0"),
 ], ids=["bomb20", "bomb40", "flow600", "block600", "duplicate", "device-index", "device-neg"])
 @pytest.mark.parametrize("command", [["check-config"], ["run", "--config"]])
-def test_hostile_config_exits_78_with_one_line(tmp_path, command, text, expected):
+def test_hostile_config_exits_78_with_one_line(tmp_path, refused_by_cli, command, text,
+                                               expected):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     assert f"{path}, {expected}" in refused_by_cli(*command, str(path))
 
 
-def test_odd_files_as_config(tmp_path):
+@pytest.mark.system
+def test_a_config_bomb_ends_the_process_promptly_with_78(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(alias_bomb(40))
+    assert (f"{path}, line 11: aliases (*name) stand for more than 10000 values"
+            in refused_by_the_process("run", "--config", str(path)))
+
+
+def test_odd_files_as_config(tmp_path, refused_by_cli):
     assert (f"{tmp_path}: is a directory, not a config file"
             in refused_by_cli("check-config", str(tmp_path)))
     huge = tmp_path / "huge.yaml"
@@ -56,16 +83,16 @@ def test_odd_files_as_config(tmp_path):
     assert f"{fifo}: is not a regular file" in refused_by_cli("check-config", str(fifo))
 
 
-def test_source_index_out_of_range(tmp_path):
+def test_source_index_out_of_range(tmp_path, refused_by_cli):
     path = write_config(tmp_path / "c.yaml", {"queue": {"size": 1}})
     output = refused_by_cli("run", "--config", str(path), "--source", "99999999999999999999")
     assert "--source: camera.device: must be at most 1023" in output
 
 
-def test_numbers_with_an_exponent_are_numbers(tmp_path):
+def test_numbers_with_an_exponent_are_numbers(tmp_path, capsys, refused_by_cli):
     path = tmp_path / "c.yaml"
     path.write_text("camera:\n  fps: 1e1\n  stall_timeout: 1.5e3\noutput: {interval: 5E-1}\n")
-    result = pi_infer("check-config", str(path), timeout=PROMPTLY)
+    result = run_cli(capsys, "check-config", str(path), timeout=PROMPTLY)
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
     assert effective["camera"]["fps"] == 10.0 and effective["camera"]["stall_timeout"] == 1500.0
@@ -92,48 +119,61 @@ def environment(**extra: str) -> dict:
     ("newline", b"\n", "mqtt.password_file: {path} is empty"),
     ("dir", "dir", "mqtt.password_file: cannot read {path}: not a regular file"),
 ])
-def test_password_file_that_run_cannot_use_fails_check_config_too(tmp_path, cache_dir, name,
-                                                                   setup, expected):
+def test_password_file_that_run_cannot_use_fails_check_config_too(tmp_path, cache_dir,
+                                                                   refused_by_cli, name, setup,
+                                                                   expected):
     secret = tmp_path / name
     if setup == "dir":
         secret.mkdir()
     elif setup is not None:
         secret.write_bytes(setup)
     path = mqtt_config(tmp_path, cache_dir, str(secret))
-    checked = refused_by_cli("check-config", str(path), env=environment())
-    ran = refused_by_cli("run", "--config", str(path), "--duration", "0", env=environment())
+    checked = refused_by_cli("check-config", str(path))
+    ran = refused_by_cli("run", "--config", str(path), "--duration", "0")
     assert expected.format(path=secret) in checked
     assert ran == f"error: {checked.removeprefix('pi-infer: error: ')}"
 
 
-def test_bare_password_file_name_needs_the_credentials_directory(tmp_path, cache_dir):
+@pytest.mark.system
+def test_a_password_file_run_cannot_use_ends_the_process_with_78(tmp_path, cache_dir):
+    secret = tmp_path / "absent"
+    path = mqtt_config(tmp_path, cache_dir, str(secret))
+    ran = refused_by_the_process("run", "--config", str(path), "--duration", "0",
+                                 env=environment())
+    assert ran.startswith(f"error: {path}, ")
+    assert ran.endswith(f"mqtt.password_file: cannot read {secret}: No such file or directory")
+
+
+def test_bare_password_file_name_needs_the_credentials_directory(tmp_path, cache_dir, capsys,
+                                                                  monkeypatch, refused_by_cli):
     path = mqtt_config(tmp_path, cache_dir, "mqtt-password")
-    output = refused_by_cli("check-config", str(path), env=environment())
+    output = refused_by_cli("check-config", str(path))
     assert "mqtt.password_file: 'mqtt-password' is a bare name, looked up in " \
            "$CREDENTIALS_DIRECTORY, which is not set here" in output
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "mqtt-password").write_text("s3cret\n")
-    result = pi_infer("check-config", str(path), timeout=PROMPTLY,
-                      env=environment(CREDENTIALS_DIRECTORY=str(credentials)))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    result = run_cli(capsys, "check-config", str(path), timeout=PROMPTLY)
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout
 
 
 @pytest.mark.parametrize("text", [alias_bomb(40), flow_nesting(600)], ids=["bomb", "deep"])
-def test_reload_of_a_hostile_config_keeps_the_daemon(tmp_path, cache_dir, photo_video,
-                                                     start_daemon, text):
+def test_reload_of_a_hostile_config_keeps_the_daemon(tmp_path, cache_dir, classifier,
+                                                     photo_video, start_service, text):
     path = tmp_path / "c.yaml"
     write_config(path, base_config(cache_dir, camera={"loop": True, "device": str(photo_video)},
                                    output={"every_frame": True}, model={"top_k": 3}))
-    daemon = start_daemon("--config", str(path))
+    daemon = start_service("--config", str(path))
     daemon.wait_for(lambda e: e["event"] == "prediction")
     path.write_text(text)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     failed = daemon.wait_for(lambda e: e["event"] == "reload")
     assert failed["level"] == "error" and str(path) in failed["message"]
     assert "keeping the running configuration" in failed["message"]
     daemon.drain()
     daemon.wait_for(lambda e: e["event"] == "prediction" and len(e["classes"]) == 3)
-    daemon.signal(signal.SIGTERM)
+    assert daemon.running
+    daemon.stop()
     assert daemon.finish() == 0

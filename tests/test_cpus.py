@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ import pytest
 from pidaemon import cpus
 from pidaemon.cpus import Cpus, auto_threads, cgroup_quota, quota_v1, quota_v2, resolve_threads
 
-from .conftest import REPO, base_config, write_config
+from .conftest import base_config, write_config
+from .inprocess import ready
 
 V2_ONLY = "0::/system.slice/pi-infer.service\n"
 HYBRID = ("12:cpu,cpuacct:/system.slice/pi-infer.service\n3:memory:/x\n"
@@ -76,26 +76,39 @@ def test_quota_caps_the_affinity_mask():
     assert resolve_threads(2, Cpus(8, None)) == (2, "threads: 2")
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
-def test_this_process_narrowed_by_taskset():
-    """A real child process whose affinity mask is one CPU sees 1 usable CPU."""
+def on_one_cpu(work):
+    """`work()` on a new thread whose affinity mask is one CPU (on Linux a mask is a thread's,
+    inherited by the threads it starts, as taskset's is by a process); returns its result."""
     cpu = min(os.sched_getaffinity(0))
-    code = (f"import os; os.sched_setaffinity(0, {{{cpu}}}); "
-            f"from pidaemon.cpus import usable_cpus; print(usable_cpus().affinity)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO).stdout
-    assert out.strip() == "1"
+    result = []
+
+    def narrowed() -> None:
+        os.sched_setaffinity(0, {cpu})
+        result.append(work())
+
+    thread = threading.Thread(target=narrowed)
+    thread.start()
+    thread.join(60)
+    assert result, "the narrowed thread failed"
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
+def test_an_affinity_mask_of_one_cpu_is_one_usable_cpu():
+    assert on_one_cpu(lambda: cpus.usable_cpus().affinity) == 1
     assert cpus.usable_cpus().affinity == len(os.sched_getaffinity(0))
 
 
-def test_daemon_logs_what_auto_chose(tmp_path, cache_dir, photo_video):
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
+def test_daemon_logs_what_auto_chose(tmp_path, cache_dir, classifier, photo_video,
+                                     start_service):
     config = base_config(cache_dir)
     config["inference"]["threads"] = "auto"
     path = write_config(tmp_path / "c.yaml", config)
-    cpu = min(os.sched_getaffinity(0))
-    result = subprocess.run(["taskset", "-c", str(cpu), sys.executable, "-m", "pidaemon", "run",
-                             "--config", str(path), "--source", str(photo_video),
-                             "--duration", "1"], capture_output=True, text=True, cwd=REPO,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "threads: auto → 1 of 1 CPU, source" in result.stdout, result.stdout
+    daemon = on_one_cpu(lambda: start_service("--config", str(path), "--source",
+                                              str(photo_video)))
+    starting = daemon.wait_for(lambda e: e["message"].startswith("starting"))
+    assert "threads: auto → 1 of 1 CPU, source" in starting["message"], starting
+    daemon.wait_for(ready)
+    daemon.stop()
+    assert daemon.finish() == 0

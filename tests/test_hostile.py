@@ -6,11 +6,16 @@ HTTP floods, idle and resetting clients in test_webserver.py. Here: reloads that
 unforeseen ways or are cut short by SIGTERM, model and cache files that cannot be used or
 removed, sources that block in open(), silent and resetting MQTT peers, a closed stdout, and
 signals before the daemon is ready. Every hostile input is made by the test.
+
+The daemon runs in-process (start_service) where no process boundary is needed; what needs one
+is marked system: signal timing, signals before start-up, a closed stdout, exit 78 without a
+traceback, and a cache the service's user cannot write (run as `nobody`).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import pwd
 import shutil
 import signal
@@ -25,9 +30,24 @@ from pathlib import Path
 
 import pytest
 
+from pidaemon.bench.notify_listener import NotifyListener
+from pidaemon.config import InferenceConfig, ModelConfig
 from pidaemon.errors import EX_CONFIG
+from pidaemon.model.classifier import cache_key, load_classifier, select_engine
 
-from .conftest import REPO, Daemon, base_config, http_get, pi_infer, write_config
+from .cli_inprocess import logged, run_cli
+from .conftest import (
+    REPO,
+    WEIGHTS,
+    Daemon,
+    base_config,
+    http_get,
+    pi_infer,
+    write_config,
+    write_video,
+)
+from .fakes import build_small_model, wait_until
+from .inprocess import ServiceRun
 
 STOP_PROMISE = 2.0  # docs/reliability.md: SIGTERM ends the daemon within 2 s, model loading too
 
@@ -52,6 +72,18 @@ def stop(daemon: Daemon) -> float:
     return took
 
 
+def stop_service(daemon: ServiceRun) -> float:
+    """What SIGTERM does, in-process; returns the seconds until run() returned, after checking
+    it was clean."""
+    sent = time.monotonic()
+    daemon.stop()
+    code = daemon.finish(timeout=30)
+    took = time.monotonic() - sent
+    assert code == 0
+    assert daemon.events[-1]["message"] == "stopped"
+    return took
+
+
 # -- reloads ------------------------------------------------------------------------------------
 def int_keyed_weights(path: Path) -> Path:
     """A file torch.load(weights_only=True) accepts whose keys make torch raise AttributeError."""
@@ -61,32 +93,44 @@ def int_keyed_weights(path: Path) -> Path:
     return path
 
 
-def test_a_reload_that_raises_the_unforeseen_keeps_the_daemon(tmp_path, cache_dir, photo_video,
-                                                               start_daemon):
+def test_a_reload_that_raises_the_unforeseen_keeps_the_daemon(tmp_path, cache_dir, classifier,
+                                                               photo_video, start_service):
     path = tmp_path / "c.yaml"
     cfg = looping(cache_dir, photo_video, output={"every_frame": True})
     write_config(path, cfg)
-    daemon = start_daemon("--config", str(path))
+    daemon = start_service("--config", str(path))
     daemon.wait_for(lambda e: e["event"] == "prediction")
     cfg["model"]["weights"] = str(int_keyed_weights(tmp_path / "int-keys.pth"))
     write_config(path, cfg)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     failed = daemon.wait_for(lambda e: e["event"] == "reload", timeout=120)
     assert failed["level"] == "error" and failed["error"] == "AttributeError", failed
     assert failed["message"].startswith("reload failed, keeping the running configuration: "
                                         "unexpected AttributeError:")
     after = len(daemon.of("prediction"))
     daemon.wait_for(lambda e: len(daemon.of("prediction")) >= after + 3)
-    stop(daemon)
+    stop_service(daemon)
     # The same file at start-up: one line and exit 78, not a traceback and a restart loop.
+    again = start_service("--config", str(path))
+    assert again.finish(timeout=120) == EX_CONFIG
+    [error] = again.of("error")
+    assert "cannot load the model (unexpected AttributeError" in error["message"], error
+    assert not any("Traceback" in e["message"] for e in again.events), again.events
+
+
+@pytest.mark.system
+def test_weights_that_raise_the_unforeseen_end_the_process_with_78(tmp_path, cache_dir):
+    path = write_config(tmp_path / "c.yaml", base_config(cache_dir, model={
+        "weights": str(int_keyed_weights(tmp_path / "int-keys.pth"))}))
     result = pi_infer("run", "--config", str(path), timeout=120)
     assert result.returncode == EX_CONFIG, result.stderr
     assert "cannot load the model (unexpected AttributeError" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_sigterm_during_a_reloads_model_build_stops_within_2_s(tmp_path, cache_dir, photo_video,
-                                                                start_daemon):
+@pytest.mark.system
+def test_sigterm_during_a_reloads_model_build_stops_within_2_s(tmp_path, cache_dir, classifier,
+                                                                photo_video, start_daemon):
     path = tmp_path / "c.yaml"
     cfg = looping(cache_dir, photo_video)
     write_config(path, cfg)
@@ -106,13 +150,16 @@ def test_sigterm_during_a_reloads_model_build_stops_within_2_s(tmp_path, cache_d
 
 
 # -- model and cache files ----------------------------------------------------------------------
+class RunsACommand:
+    """Unpickled without weights_only, this would call os.system('true')."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
 def evil_pickle(path: Path) -> Path:
     """A pickle that would run os.system when loaded without weights_only."""
-    code = ("import os, pickle, sys\n"
-            "class E:\n"
-            "    def __reduce__(self): return (os.system, ('true',))\n"
-            "open(sys.argv[1], 'wb').write(pickle.dumps(E(), protocol=2))\n")
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    path.write_bytes(pickle.dumps(RunsACommand(), protocol=2))
     return path
 
 
@@ -120,22 +167,25 @@ def evil_pickle(path: Path) -> Path:
     (evil_pickle, "(Trying to load unsupported GLOBAL posix.system"),
     (lambda p: os.mkfifo(p) or p, "is not a regular file (a FIFO, socket or device)"),
 ], ids=["code-in-pickle", "fifo"])
-def test_weights_that_cannot_be_used_say_why(tmp_path, cache_dir, make, expected):
+def test_weights_that_cannot_be_used_say_why(tmp_path, capsys, make, expected):
     weights = make(tmp_path / "weights.pth")
-    config = write_config(tmp_path / "c.yaml", base_config(cache_dir, model={
-        "weights": str(weights), "cache_dir": str(tmp_path / "cache")}))
-    result = pi_infer("prepare", "--config", str(config), timeout=120)
+    config = write_config(tmp_path / "c.yaml", base_config(tmp_path / "cache", model={
+        "weights": str(weights)}))
+    result = run_cli(capsys, "prepare", "--config", str(config))
     assert result.returncode == EX_CONFIG, result.stderr
     assert f"model.weights: {weights}: " in result.stderr and expected in result.stderr
     assert "weights_only" not in result.stderr
 
 
-def cache_entry(directory: Path, config: Path) -> Path:
-    """A real compiled-model entry, written by `pi-infer prepare`."""
-    result = pi_infer("prepare", "--config", str(config), timeout=300)
-    assert result.returncode == 0, result.stderr
-    (entry,) = directory.glob("*.pt")
-    return entry
+def entry_name() -> str:
+    """The file name of the compiled model of WEIGHTS on the default engine."""
+    return cache_key(ModelConfig(weights=str(WEIGHTS)), select_engine("auto")).filename
+
+
+def cache_entry(directory: Path, session_cache: Path) -> Path:
+    """A real compiled-model entry: the session's (conftest.classifier compiled it)."""
+    directory.mkdir()
+    return Path(shutil.copy(session_cache / entry_name(), directory / entry_name()))
 
 
 @pytest.fixture
@@ -159,14 +209,16 @@ def as_unprivileged(args: list[str]) -> tuple[list[str], dict]:
             *args], env
 
 
-def test_cache_entries_that_can_neither_be_used_nor_removed(shared_dir, photo_video):
+@pytest.mark.system
+def test_a_cache_entry_that_can_neither_be_used_nor_removed(shared_dir, cache_dir, classifier,
+                                                            photo_video):
     cache = shared_dir / "cache"
     video = shared_dir / "photos.avi"
     shutil.copy(photo_video, video)
     config = write_config(shared_dir / "c.yaml", base_config(
         cache, camera={"device": str(video)}, model={"cache_dir": str(cache)}))
     config.chmod(0o644)
-    entry = cache_entry(cache, config)
+    entry = cache_entry(cache, cache_dir)
     # A truncated entry in a directory the service user cannot write.
     entry.write_bytes(entry.read_bytes()[:1000])
     cache.chmod(0o755 if os.geteuid() == 0 else 0o555)
@@ -183,31 +235,47 @@ def test_cache_entries_that_can_neither_be_used_nor_removed(shared_dir, photo_vi
             in result.stdout), result.stdout
     assert "ready in" in result.stdout and "Traceback" not in result.stderr
     assert entry.stat().st_size == 1000  # skipped, not replaced
-    # A directory where the entry's file should be.
-    entry.unlink()
-    entry.mkdir()
-    result = pi_infer("prepare", "--config", str(config), timeout=300)
-    assert result.returncode == 0, result.stderr
+
+
+def test_a_directory_where_a_cache_entry_belongs_is_skipped(tmp_path):
+    cache = tmp_path / "cache"
+    entry = cache / entry_name()
+    entry.mkdir(parents=True)
+    with logged() as lines:
+        loaded = load_classifier(ModelConfig(weights=str(WEIGHTS), cache_dir=str(cache)),
+                                 InferenceConfig(threads=1), build=build_small_model)
     assert (f"model cache {entry} is not a regular file and cannot be removed (Is a directory)"
-            in result.stderr), result.stderr
+            in "\n".join(lines)), lines
+    assert loaded.description.startswith("built from")
     assert entry.is_dir()
 
 
 # -- sources ------------------------------------------------------------------------------------
-def start_on_fifo(tmp_path, cache_dir, start_daemon):
-    """The daemon with a FIFO as its camera and /healthz served; (fifo, daemon, metrics URL)."""
-    fifo = tmp_path / "camera"
-    os.mkfifo(fifo)
+@pytest.fixture
+def fifo(tmp_path) -> Iterator[Path]:
+    """A FIFO as a camera. At the end a writer comes and goes, so that an open() still waiting
+    for one (in a thread the stopped daemon left behind) returns."""
+    path = tmp_path / "camera"
+    os.mkfifo(path)
+    yield path
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nobody is waiting to read it
+        pass
+
+
+def start_on_fifo(tmp_path, cache_dir, fifo, start_service):
+    """The daemon with a FIFO as its camera and /healthz served; (daemon, metrics URL)."""
     path = write_config(tmp_path / "c.yaml", base_config(
         cache_dir, camera={"device": str(fifo)},
         metrics={"enabled": True, "listen": "127.0.0.1:0"}))
-    daemon = start_daemon("--config", str(path))
-    return fifo, daemon, daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
+    daemon = start_service("--config", str(path))
+    return daemon, daemon.wait_for(lambda e: e["event"] == "metrics")["url"]
 
 
-def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_dir,
-                                                               start_daemon):
-    fifo, daemon, url = start_on_fifo(tmp_path, cache_dir, start_daemon)
+def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_dir, classifier,
+                                                               fifo, start_service):
+    daemon, url = start_on_fifo(tmp_path, cache_dir, fifo, start_service)
     waiting = daemon.wait_for(lambda e: e["event"] == "camera")
     assert waiting["state"] == "waiting" and waiting["level"] == "warning"
     assert "opening it has not finished after 3 s" in waiting["message"]
@@ -215,19 +283,20 @@ def test_a_fifo_nobody_writes_neither_holds_ready_nor_shutdown(tmp_path, cache_d
     assert f"waiting for camera {fifo}: opening it has not finished" in ready["message"]
     status, body = http_get(f"{url}/healthz")
     assert status == 503 and body.startswith(f"waiting: waiting for camera {fifo}"), body
-    took = stop(daemon)
-    assert took < STOP_PROMISE, f"SIGTERM took {took:.2f} s"
+    took = stop_service(daemon)
+    assert took < STOP_PROMISE, f"stopping took {took:.2f} s"
 
 
-def test_a_fifo_that_gets_a_writer_streams_and_turns_healthy(tmp_path, cache_dir, photo_video,
-                                                             start_daemon):
-    fifo, daemon, url = start_on_fifo(tmp_path, cache_dir, start_daemon)
+def test_a_fifo_that_gets_a_writer_streams_and_turns_healthy(tmp_path, cache_dir, classifier,
+                                                             fifo, start_service):
+    video = write_video(tmp_path / "clip.avi", ["coffee.png", "bird.bmp", "chelsea.png"], 1.0)
+    daemon, url = start_on_fifo(tmp_path, cache_dir, fifo, start_service)
     daemon.wait_for(is_ready)
     assert http_get(f"{url}/healthz")[0] == 503
 
     def write() -> None:  # a program that starts feeding the FIFO late, like a recorder
-        with fifo.open("wb") as sink, photo_video.open("rb") as video:
-            shutil.copyfileobj(video, sink)
+        with fifo.open("wb") as sink, video.open("rb") as source:
+            shutil.copyfileobj(source, sink)
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
@@ -278,14 +347,15 @@ class FakeBroker:
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["silent", "reset"])
-def test_an_endpoint_that_is_no_mqtt_broker_is_named_and_retried(tmp_path, cache_dir, photo_video,
-                                                                  start_daemon, reset):
+def test_an_endpoint_that_is_no_mqtt_broker_is_named_and_retried(tmp_path, cache_dir, classifier,
+                                                                  photo_video, start_service,
+                                                                  reset):
     peer = FakeBroker(reset)
     try:
         path = write_config(tmp_path / "c.yaml", looping(
             cache_dir, photo_video, mqtt={"host": "127.0.0.1", "port": peer.port,
                                           "keepalive": 5}))
-        daemon = start_daemon("--config", str(path))
+        daemon = start_service("--config", str(path))
         warned = daemon.wait_for(lambda e: e["event"] == "mqtt", timeout=60)
         assert warned["level"] == "warning", warned
         if warned["state"] == "silent":  # a reset before CONNECT went out is "cannot reach"
@@ -293,34 +363,37 @@ def test_an_endpoint_that_is_no_mqtt_broker_is_named_and_retried(tmp_path, cache
                     f"within") in warned["message"] and "is it an MQTT broker?" in warned["message"]
         else:
             assert reset and warned["state"] == "waiting", warned
-        deadline = time.monotonic() + 60
-        while peer.accepted < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert peer.accepted >= 3, "the daemon stopped retrying"
+        wait_until(lambda: peer.accepted >= 3, timeout=60)  # else the daemon stopped retrying
         daemon.drain()
         states = [e["state"] for e in daemon.of("mqtt")]
         assert len(states) == len(set(states)), states  # once per symptom, not per attempt
         assert daemon.of("stats")[-1]["processed"] > 0
-        stop(daemon)
+        stop_service(daemon)
     finally:
         peer.close()
 
 
 # -- the process itself -------------------------------------------------------------------------
-def test_a_closed_stdout_neither_kills_nor_floods(tmp_path, cache_dir, photo_video):
+@pytest.mark.system
+def test_a_closed_stdout_neither_kills_nor_floods(tmp_path, cache_dir, classifier, photo_video):
     path = write_config(tmp_path / "c.yaml", looping(cache_dir, photo_video))
+    notify = NotifyListener(tmp_path / "notify.sock")
     proc = subprocess.Popen([sys.executable, "-m", "pidaemon", "run", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=notify.env(dict(os.environ)))
     try:
         assert proc.stdout is not None and proc.stdout.readline()  # `| head -1`
         proc.stdout.close()
-        time.sleep(8)  # start-up and a dozen stats lines into the closed pipe
+        notify.wait_for("READY=1", gave_up=lambda: None if proc.poll() is None
+                        else f"exit status {proc.returncode}")
+        time.sleep(2)  # the start-up lines, then four stats lines into the closed pipe
         assert proc.poll() is None, "the daemon died of a closed stdout"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert proc.stderr is not None
         stderr = proc.stderr.read().decode()
     finally:
+        notify.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -341,6 +414,7 @@ def catches(pid: int, signum: int, timeout: float = 20) -> None:
     raise AssertionError(f"process {pid} never caught signal {signum}")
 
 
+@pytest.mark.system
 def test_sigterm_first_thing_is_a_clean_stop(tmp_path, cache_dir, photo_video, start_daemon):
     path = write_config(tmp_path / "c.yaml", looping(cache_dir, photo_video))
     daemon = start_daemon("--config", str(path))
@@ -351,8 +425,9 @@ def test_sigterm_first_thing_is_a_clean_stop(tmp_path, cache_dir, photo_video, s
         "stopping: signal received before start-up", "stopped"]
 
 
-def test_sighup_first_thing_and_sigusr_are_not_fatal(tmp_path, cache_dir, photo_video,
-                                                     start_daemon):
+@pytest.mark.system
+def test_sighup_first_thing_and_sigusr_are_not_fatal(tmp_path, cache_dir, classifier,
+                                                     photo_video, start_daemon):
     path = write_config(tmp_path / "c.yaml", looping(cache_dir, photo_video))
     daemon = start_daemon("--config", str(path))
     catches(daemon.proc.pid, signal.SIGHUP)

@@ -3,7 +3,8 @@
 Each case runs in a fresh interpreter that sees only the standard library, pidaemon and a
 throwaway site directory holding a torch dist-info (and torch/version.py, as a wheel installs it).
 The one thing faked is the machine name, since these tests run on x86_64; the real aarch64 path
-runs under an emulated Cortex-A72 in `make test-arm`.
+runs under an emulated Cortex-A72 in `make test-arm`. Every case is a fresh interpreter: the
+module is marked system.
 """
 
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.system
 
 CHILD = """
 import platform, sys

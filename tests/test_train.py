@@ -3,6 +3,9 @@
 Each label's examples are different crops, flips and brightness changes of its photos; the
 trained model must then name unseen variations (another seed) through `pi-infer classify` and
 the photos of a video through the daemon, as a user's own sensor would.
+
+The commands run in-process (cli_inprocess) and the daemon too (start_service); the system
+tests run `train` once end to end through the real process, and a refused dataset of each kind.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from pidaemon.bench.training import make_dataset as bench_dataset
 from pidaemon.train.progress import Progress
 
+from .cli_inprocess import run_cli, run_cli_captured
 from .conftest import (
     IMAGES,
     LABELS,
@@ -59,10 +62,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory, base_cfg: Path) -> dict:
     dataset = make_dataset(root / "dataset", LABEL_PHOTOS, PER_LABEL, seed=1)
     (dataset / "cat" / "half-copied.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     output = root / "my-model"
-    result = pi_infer("train", str(dataset), "--output", str(output), "--config", str(base_cfg),
-                      "--augment", "4", timeout=600)
+    result = run_cli_captured("train", str(dataset), "--output", str(output), "--config",
+                              str(base_cfg), "--augment", "4")
     assert result.returncode == 0, result.stderr
-    assert "\r" not in result.stdout + result.stderr  # no progress bar in a pipe
+    assert "\r" not in result.stdout + result.stderr  # no progress bar off a terminal
     return {"root": root, "dataset": dataset, "output": output, "stdout": result.stdout}
 
 
@@ -94,13 +97,14 @@ def test_train_writes_the_model_labels_and_report(trained: dict) -> None:
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_trained_model_names_unseen_variations_in_classify(trained: dict, tmp_path: Path) -> None:
+def test_trained_model_names_unseen_variations_in_classify(trained: dict, tmp_path: Path,
+                                                           capsys) -> None:
     unseen = make_dataset(tmp_path / "unseen", LABEL_PHOTOS, 2, seed=99)
     config = write_config(tmp_path / "use.yaml", {"model": {
         "torchscript": str(trained["output"] / "model.pt"),
         "labels": str(trained["output"] / "labels.txt")}})
     images = sorted(unseen.glob("*/*.jpg"))
-    result = pi_infer("classify", "--json", "--config", str(config), *map(str, images))
+    result = run_cli(capsys, "classify", "--json", "--config", str(config), *map(str, images))
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(answers) == len(images)
@@ -112,15 +116,16 @@ def test_trained_model_names_unseen_variations_in_classify(trained: dict, tmp_pa
 
 
 def test_daemon_runs_the_trained_model_on_a_video(trained: dict, tmp_path: Path,
-                                                  photo_video: Path, start_daemon) -> None:
+                                                  start_service) -> None:
+    video = write_video(tmp_path / "photos.avi", PHOTO_ORDER, 0.4, fps=25)
     config = write_config(tmp_path / "use.yaml", {
-        "camera": {"fps": 10},
+        "camera": {"fps": 25},
         "model": {"torchscript": str(trained["output"] / "model.pt"),
                   "labels": str(trained["output"] / "labels.txt")},
         "inference": {"threads": 1},
         "output": {"every_frame": True, "interval": 0.5}})
-    daemon = start_daemon("--config", str(config), "--source", str(photo_video))
-    assert daemon.finish(timeout=120) == 0, daemon.stderr
+    daemon = start_service("--config", str(config), "--source", str(video))
+    assert daemon.finish(timeout=120) == 0
     model = daemon.of("model")
     assert model and model[0]["classes"] == len(LABEL_PHOTOS)
     predictions = daemon.of("prediction")
@@ -134,21 +139,20 @@ def test_daemon_runs_the_trained_model_on_a_video(trained: dict, tmp_path: Path,
 
 
 def test_a_reload_deploys_the_trained_model(trained: dict, tmp_path: Path, cache_dir: Path,
-                                             start_daemon) -> None:
-    """docs/training.md's step 4: the lines `train` printed, then SIGHUP; the daemon keeps
-    running."""
+                                             classifier, start_service) -> None:
+    """docs/training.md's step 4: the lines `train` printed, then a reload (SIGHUP's work); the
+    daemon keeps running."""
     bird = write_video(tmp_path / "bird.avi", ["bird.bmp"], 1.0)
     path = tmp_path / "c.yaml"
     config = base_config(cache_dir, camera={"loop": True, "device": str(bird)},
                          output={"every_frame": True})
     write_config(path, config)
-    daemon = start_daemon("--config", str(path))
+    daemon = start_service("--config", str(path))
     daemon.wait_for(lambda e: e["event"] == "prediction" and len(e["classes"]) == 5)
-    pid = daemon.proc.pid
     config["model"].update(torchscript=str(trained["output"] / "model.pt"),
                            labels=str(trained["output"] / "labels.txt"), weights=None)
     write_config(path, config)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload()
     model = str(trained["output"] / "model.pt")
     daemon.wait_for(lambda e: e["event"] == "model" and
                     e["message"].startswith(f"model: reloaded TorchScript {model}"), timeout=90)
@@ -157,8 +161,8 @@ def test_a_reload_deploys_the_trained_model(trained: dict, tmp_path: Path, cache
     for prediction in daemon.of("prediction")[-3:]:
         assert prediction["label"] == "bird", prediction
         assert sorted(prediction["labels"]) == sorted(LABEL_PHOTOS), prediction
-    assert daemon.proc.pid == pid and daemon.proc.poll() is None
-    daemon.signal(signal.SIGTERM)
+    assert daemon.running
+    daemon.stop()
     assert daemon.finish() == 0
 
 
@@ -192,7 +196,7 @@ def test_results_of_the_old_model_keep_its_labels_after_a_swap(trained: dict) ->
 
 
 def test_a_model_below_min_accuracy_is_not_written(tmp_path: Path, base_cfg: Path,
-                                                   trained: dict) -> None:
+                                                   trained: dict, capsys) -> None:
     """Two labels with the same photos cannot be told apart: the old model stays in place."""
     dataset = make_dataset(tmp_path / "dataset", {"left": ["chelsea.png"]}, 6, seed=3)
     (dataset / "right").mkdir()
@@ -203,8 +207,8 @@ def test_a_model_below_min_accuracy_is_not_written(tmp_path: Path, base_cfg: Pat
     for name in ("model.pt", "labels.txt", "report.json"):
         (output / name).write_bytes((trained["output"] / name).read_bytes())
     before = digest(output)
-    result = pi_infer("train", str(dataset), "--output", str(output), "--config", str(base_cfg),
-                      "--augment", "2", timeout=600)
+    result = run_cli(capsys, "train", str(dataset), "--output", str(output), "--config",
+                     str(base_cfg), "--augment", "2", timeout=600)
     assert result.returncode == 1, result.stderr
     message = result.stderr.strip()
     assert message.startswith("pi-infer: error: held-out accuracy 0.")
@@ -215,20 +219,38 @@ def test_a_model_below_min_accuracy_is_not_written(tmp_path: Path, base_cfg: Pat
 
 
 def test_training_again_replaces_an_earlier_output_whole(tmp_path: Path, base_cfg: Path,
-                                                         trained: dict) -> None:
+                                                         trained: dict, capsys) -> None:
     dataset = make_dataset(tmp_path / "dataset", {"bird": ["bird.bmp"],
                                                   "espresso": ["coffee.png"]}, 6, seed=5)
     output = tmp_path / "model"
     output.mkdir()
     for name in ("model.pt", "labels.txt", "report.json"):
         (output / name).write_bytes((trained["output"] / name).read_bytes())
-    result = pi_infer("train", str(dataset), "--output", str(output), "--config", str(base_cfg),
-                      "--augment", "2", timeout=600)
+    result = run_cli(capsys, "train", str(dataset), "--output", str(output), "--config",
+                     str(base_cfg), "--augment", "2", timeout=600)
     assert result.returncode == 0, result.stderr
     assert (output / "labels.txt").read_text().splitlines() == ["bird", "espresso"]
     assert json.loads((output / "report.json").read_text())["images"] == {"bird": 6,
                                                                           "espresso": 6}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.system
+def test_train_through_the_process_end_to_end(tmp_path: Path, base_cfg: Path) -> None:
+    """`pi-infer train` as a user runs it, its output a pipe: the files, the lines to paste into
+    the config, no progress bar."""
+    dataset = make_dataset(tmp_path / "dataset", {"bird": ["bird.bmp"],
+                                                  "espresso": ["coffee.png"]}, 6, seed=5)
+    output = tmp_path / "model"
+    result = pi_infer("train", str(dataset), "--output", str(output), "--config", str(base_cfg),
+                      "--augment", "2", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr  # no progress bar in a pipe
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in output.iterdir()) == ["labels.txt", "model.pt", "report.json"]
+    assert (output / "labels.txt").read_text().splitlines() == ["bird", "espresso"]
+    assert f"torchscript: {output.resolve() / 'model.pt'}" in result.stdout
+    assert f"labels: {output.resolve() / 'labels.txt'}" in result.stdout
 
 
 class Terminal(io.StringIO):
@@ -283,9 +305,9 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_dataset_is_one_line_and_an_exit_status(case: str, tmp_path: Path) -> None:
+def test_bad_dataset_is_one_line_and_an_exit_status(case: str, tmp_path: Path, capsys) -> None:
     dataset = _bad_dataset(tmp_path, case)
-    result = pi_infer("train", str(dataset), "--output", str(tmp_path / "out"))
+    result = run_cli(capsys, "train", str(dataset), "--output", str(tmp_path / "out"))
     code, text = BAD[case]
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -294,8 +316,22 @@ def test_bad_dataset_is_one_line_and_an_exit_status(case: str, tmp_path: Path) -
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.system
+@pytest.mark.parametrize("case", ["missing", "one label"])  # a usage error (2), a dataset's (78)
+def test_a_bad_dataset_ends_the_process_with_one_line(case: str, tmp_path: Path) -> None:
+    dataset = _bad_dataset(tmp_path, case)
+    result = pi_infer("train", str(dataset), "--output", str(tmp_path / "out"))
+    code, text = BAD[case]
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pi-infer: error: "), result.stderr
+    assert text in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case", ["a file", "a foreign folder"])
-def test_an_output_that_must_not_be_replaced_is_refused(case: str, tmp_path: Path) -> None:
+def test_an_output_that_must_not_be_replaced_is_refused(case: str, tmp_path: Path,
+                                                        capsys) -> None:
     dataset = _bad_dataset(tmp_path, "good")
     output = tmp_path / "out"
     if case == "a file":
@@ -303,8 +339,9 @@ def test_an_output_that_must_not_be_replaced_is_refused(case: str, tmp_path: Pat
     else:
         output.mkdir()
         (output / "holiday.jpg").write_text("mine")
-    result = pi_infer("train", str(dataset), "--output", str(output))
+    result = run_cli(capsys, "train", str(dataset), "--output", str(output))
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and f"--output {output}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"--output {output}" in result.stderr
     assert (output.read_text() if case == "a file" else
             (output / "holiday.jpg").read_text()) == "mine"

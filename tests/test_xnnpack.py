@@ -1,6 +1,8 @@
 """The `xnnpack` engine: the real MobileNetV2 weights exported to an XNNPACK int8 ExecuTorch
 program (once per session, see conftest.xnnpack_cache) and run by ExecuTorch's runtime, in this
-process and in the child process the daemon uses; the loader's refusals and failures."""
+process and in the child process the daemon uses; the loader's refusals and failures.
+
+The tests of the child process (and of the commands that start one) are marked system."""
 
 from __future__ import annotations
 
@@ -184,6 +186,7 @@ def child(program: Path):
     child.close()
 
 
+@pytest.mark.system
 def test_the_child_process_gives_the_in_process_results(child, classifier):
     assert child.warm_up() == 1000 and child.engine == "xnnpack"
     normalize = Normalizer()
@@ -196,6 +199,7 @@ def test_the_child_process_gives_the_in_process_results(child, classifier):
     assert child.top_k(coffee, 1)[0] == [967]
 
 
+@pytest.mark.system
 def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
     child = SubprocessXnnpackClassifier(program, ["x"] * 1000, "program")
     process = child._child
@@ -213,6 +217,7 @@ def test_the_child_exits_when_closed_and_a_dead_child_is_an_error(program):
         child.close()
 
 
+@pytest.mark.system
 def test_a_child_dead_of_sigill_says_the_build_does_not_run_on_this_cpu(program):
     """What the aarch64 ExecuTorch 1.0.1 wheel does on a Cortex-A72 (docs/xnnpack-engine.md),
     here by signal."""
@@ -227,6 +232,7 @@ def test_a_child_dead_of_sigill_says_the_build_does_not_run_on_this_cpu(program)
         child.close()
 
 
+@pytest.mark.system
 def test_a_corrupt_program_in_the_child_is_one_clear_error(tmp_path):
     broken = tmp_path / "broken.pte"
     broken.write_bytes(b"not a flatbuffer" * 10)
@@ -262,6 +268,7 @@ def model_config(tmp_path: Path, **values) -> ModelConfig:
     return dataclasses.replace(ModelConfig(), **{"cache_dir": str(tmp_path / "cache"), **values})
 
 
+@pytest.mark.system
 def test_the_loader_runs_the_cached_program_in_a_child(xnnpack_cache):
     classifier = load_xnnpack(model_config(xnnpack_cache.parent, weights=str(WEIGHTS),
                                            cache_dir=str(xnnpack_cache)), 2)
@@ -310,6 +317,7 @@ def test_a_program_the_runtime_refuses_is_exported_again_and_a_failed_export_is_
         load_xnnpack(cfg, 1)
 
 
+@pytest.mark.system
 def test_without_executorch_the_daemon_names_the_install_command(tmp_path, xnnpack_cache):
     """ExecuTorch hidden from a real `pi-infer classify` (sys.modules entry None)."""
     config = write_config(tmp_path / "c.yaml", base_config(
@@ -325,6 +333,7 @@ def test_without_executorch_the_daemon_names_the_install_command(tmp_path, xnnpa
     assert "pip install --no-deps -r packaging/xnnpack-requirements.txt" in lines[0]
 
 
+@pytest.mark.system
 def test_classify_and_prepare_use_the_engine(tmp_path, xnnpack_cache):
     config = write_config(tmp_path / "c.yaml", base_config(
         xnnpack_cache, inference={"engine": "xnnpack", "threads": 1}))

@@ -1,6 +1,8 @@
 """`pi-infer run` with `inference.engine: xnnpack`: the photos in order, READY, a reload that
 changes the threads of the child process running the model, a model swap that ends the old
-child, SIGTERM, and a child that dies (the daemon exits 1 so that systemd restarts it)."""
+child, SIGTERM, and a child that dies (the daemon exits 1 so that systemd restarts it).
+
+Each test watches the daemon's child process and signals: the module is marked system."""
 
 from __future__ import annotations
 
@@ -9,10 +11,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import base_config, require_executorch, write_config
 from .labels import photo_runs
 
 require_executorch()
+
+pytestmark = pytest.mark.system
 
 
 def children(pid: int) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import platform
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,10 @@ def build_mobilenet_v2(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[s
     return model.eval(), list(weights_enum.meta["categories"])
 
 
+# What makes the uncompiled model for a config and engine: build_mobilenet_v2, or a caller's own.
+ModelBuilder = Callable[[ModelConfig, str], tuple[Any, list[str]]]
+
+
 def _compile(model: Any) -> Any:
     import torch
 
@@ -154,7 +159,8 @@ def cache_key(model_cfg: ModelConfig, engine: str) -> CacheKey:
     return CacheKey(model_cfg.name, engine, weights_identity(model_cfg), torch.__version__)
 
 
-def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str], str]:
+def _cached_or_built(model_cfg: ModelConfig, engine: str,
+                     build: ModelBuilder) -> tuple[Any, list[str], str]:
     """The compiled model from the cache, else built (and cached); returns a description."""
     key = cache_key(model_cfg, engine)
     cache = ModelCache(Path(model_cfg.cache_dir) if model_cfg.cache_dir else default_cache_dir())
@@ -167,7 +173,7 @@ def _cached_or_built(model_cfg: ModelConfig, engine: str) -> tuple[Any, list[str
         except CacheUnusable as exc:
             writable = _discard(path, str(exc))
     try:
-        model, labels = build_mobilenet_v2(model_cfg, engine)
+        model, labels = build(model_cfg, engine)
     except ModelError:
         # Without torchvision a cache from another torch release is the only way to run.
         for other in cache.other_torch_versions(key):
@@ -204,8 +210,12 @@ def _discard(path: Path, reason: str) -> bool:
     return True
 
 
-def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:
+def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig, *,
+                    build: ModelBuilder = build_mobilenet_v2) -> Classifier:
     """Load, compile (or take from cache), warm up and check the model against its labels.
+
+    `build` makes the model when there is no usable compiled cache entry (callers that bring a
+    model of their own, such as tests of the cache, pass theirs).
 
     The calling thread does this with one intra-op thread, so it never starts an OpenMP team
     (teams belong to the thread that starts them). A team's threads spin after each operator,
@@ -220,12 +230,13 @@ def load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> C
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _load_classifier(model_cfg, inference_cfg)
+        return _load_classifier(model_cfg, inference_cfg, build)
     finally:
         torch.set_num_threads(threads)
 
 
-def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> Classifier:
+def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig,
+                     build: ModelBuilder) -> Classifier:
     import torch
 
     engine = select_engine(inference_cfg.engine)
@@ -237,9 +248,9 @@ def _load_classifier(model_cfg: ModelConfig, inference_cfg: InferenceConfig) -> 
         labels: list[str] = []
         description = f"TorchScript {model_cfg.torchscript}"
     elif inference_cfg.jit:
-        module, labels, description = _cached_or_built(model_cfg, engine)
+        module, labels, description = _cached_or_built(model_cfg, engine, build)
     else:
-        module, labels = build_mobilenet_v2(model_cfg, engine)
+        module, labels = build(model_cfg, engine)
         description = f"eager model from {model_cfg.weights or DEFAULT_WEIGHTS}"
     torch.backends.quantized.engine = engine
     if model_cfg.labels is not None:
