@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from pidaemon import cli
-
+from .cli_inprocess import run_cli
 from .conftest import base_config, pi_infer, write_config, write_video
 from .labels import photo_runs
 from .mjpeg_camera import MjpegCamera
@@ -37,8 +36,8 @@ def topic(name: str) -> str:
 
 def check_config(capsys, path) -> tuple[int, list[str]]:
     """`pi-infer check-config PATH` in-process: its exit status and its stderr lines."""
-    code = cli.main(["check-config", str(path)])
-    return code, capsys.readouterr().err.strip().splitlines()
+    result = run_cli(capsys, "check-config", str(path))
+    return result.returncode, result.stderr.strip().splitlines()
 
 
 def looping(runs: list[str], order: list[str]) -> bool:

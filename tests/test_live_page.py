@@ -20,7 +20,7 @@ import pytest
 from pidaemon.errors import EX_CONFIG
 
 from .browser import Browser
-from .clirun import run_cli
+from .cli_inprocess import run_cli
 from .conftest import Daemon, base_config, write_config, write_video
 from .fakes import wait_until
 from .inprocess import ServiceRun

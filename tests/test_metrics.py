@@ -9,7 +9,7 @@ import pytest
 
 from pidaemon.errors import EX_CONFIG
 
-from .clirun import run_cli
+from .cli_inprocess import run_cli
 from .conftest import base_config, http_get, pi_infer, scrape, write_config
 from .fakes import SlowModel
 from .inprocess import ServiceRun

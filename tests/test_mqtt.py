@@ -16,7 +16,7 @@ import pytest
 
 from pidaemon.errors import EX_CONFIG
 
-from .clirun import run_cli
+from .cli_inprocess import run_cli
 from .conftest import PHOTO_ORDER, Daemon, base_config, pi_infer, write_config, write_video
 from .inprocess import ServiceRun
 from .labels import describe, photo_runs

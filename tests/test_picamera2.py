@@ -18,16 +18,15 @@ import cv2
 import numpy as np
 import pytest
 
-from pidaemon import cli
 from pidaemon.config import PICAMERA2_MISSING, CameraConfig, csi_index, module_available
 from pidaemon.errors import EX_CONFIG
-from pidaemon.eventlog import LOGGER_NAME
 from pidaemon.sources import make_source
 from pidaemon.sources.network import NetworkSource
 from pidaemon.sources.picamera2 import OPEN_TIMEOUT, Picamera2Source, wants_picamera2
 from pidaemon.sources.v4l2 import V4L2Source
 from pidaemon.sources.video import VideoFileSource
 
+from .cli_inprocess import run_cli
 from .conftest import IMAGES, PHOTO_ORDER, base_config, pi_infer, write_config
 from .labels import photo_runs
 
@@ -55,14 +54,8 @@ def standin_settings(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
 
 def cli_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """`pi-infer ARGS` in-process: its exit status and what it wrote (stdout, then stderr)."""
-    logger = logging.getLogger(LOGGER_NAME)
-    handlers = logger.handlers[:]
-    try:
-        code = cli.main(list(args))
-    finally:
-        logger.handlers[:] = handlers  # `run` routes the log to (captured) stdout
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    result = run_cli(capsys, *args)
+    return result.returncode, result.stdout + result.stderr
 
 
 def fake_sysfs(root: Path, nodes: dict[str, str]) -> Path:
@@ -215,6 +208,6 @@ def test_picamera2_missing_exits_78_without_a_traceback(tmp_path, cache_dir):
 def test_csi_with_a_backend_that_cannot_read_it(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("camera:\n  device: csi\n  backend: v4l2\n")
-    code = cli.main(["check-config", str(path)])
-    assert code == EX_CONFIG
-    assert "camera.backend: v4l2 cannot read csi, a Raspberry Pi camera" in capsys.readouterr().err
+    result = run_cli(capsys, "check-config", str(path))
+    assert result.returncode == EX_CONFIG
+    assert "camera.backend: v4l2 cannot read csi, a Raspberry Pi camera" in result.stderr

@@ -1,13 +1,10 @@
 """The whole daemon as a user runs it: a video of real photos in, predictions out in order."""
 
-import logging
 import signal
 
 import pytest
 
-from pidaemon import cli
-from pidaemon.eventlog import LOGGER_NAME
-
+from .cli_inprocess import run_cli
 from .conftest import PHOTO_ORDER, base_config, write_config, write_video
 from .labels import photo_runs
 
@@ -50,15 +47,11 @@ def test_sigterm_stops_cleanly(tmp_path, cache_dir, photo_video, start_daemon):
 
 def test_text_output_is_one_line_per_event(tmp_path, cache_dir, quick_video, capsys):
     config = write_config(tmp_path / "c.yaml", base_config(cache_dir))
-    logger = logging.getLogger(LOGGER_NAME)
-    handlers = logger.handlers[:]
-    try:  # `pi-infer run` as the CLI runs it, its text log on (captured) stdout
-        code = cli.main(["run", "--config", str(config), "--source", str(quick_video),
-                         "--duration", "20"])
-    finally:
-        logger.handlers[:] = handlers
-    out = capsys.readouterr().out
-    assert code == 0, out
+    # `pi-infer run` as the CLI runs it, its text log on (captured) stdout
+    result = run_cli(capsys, "run", "--config", str(config), "--source", str(quick_video),
+                     "--duration", "20")
+    out = result.stdout
+    assert result.returncode == 0, out
     stats = [line for line in out.splitlines() if line.startswith("stats: fps=")]
     assert stats, out
     assert "camera: opened" in out and "top1=" in stats[-1]

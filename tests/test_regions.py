@@ -14,7 +14,7 @@ from pidaemon.eventlog import journal_fields
 from pidaemon.pipeline.frames import RegionResult
 from pidaemon.pipeline.state import SteadyState
 
-from .clirun import run_cli
+from .cli_inprocess import run_cli
 from .conftest import TORCHSCRIPT, base_config, pi_infer, write_config, write_video
 from .regionvideo import CELL, LEFT, RIGHT, write_pairs
 
