@@ -13,6 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -66,22 +67,35 @@ def write_video(path: Path, photos: list[str], seconds_each: float, fps: int = 1
     return path
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One compiled-model cache for the run, shared by pytest-xdist's workers (and kept across
-    runs under $PI_INFER_TEST_CACHE), so every daemon start is a warm start. The first worker
-    compiles the model under a lock; the others then find it built."""
-    from pidaemon.config import InferenceConfig, ModelConfig
-    from pidaemon.model.classifier import load_classifier
-
+def shared_directory(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder for the whole run, shared by pytest-xdist's workers, or kept across runs under
+    $PI_INFER_TEST_CACHE (CI keeps it)."""
     persistent = os.environ.get("PI_INFER_TEST_CACHE")
     run_root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         run_root = run_root.parent  # each worker's base is a folder of the run's
-    directory = (Path(persistent) if persistent else run_root) / "model-cache"
+    directory = (Path(persistent) if persistent else run_root) / name
     directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@contextmanager
+def first_worker_builds(directory: Path) -> Iterator[None]:
+    """Held while building what `directory` caches: the first worker builds it, the others
+    wait and then find it built."""
     with (directory / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-model cache for the run, so every daemon start is a warm start."""
+    from pidaemon.config import InferenceConfig, ModelConfig
+    from pidaemon.model.classifier import load_classifier
+
+    directory = shared_directory(tmp_path_factory, "model-cache")
+    with first_worker_builds(directory):
         load_classifier(ModelConfig(weights=str(WEIGHTS), labels=str(LABELS),
                                     cache_dir=str(directory)), InferenceConfig(threads=1))
     return directory
@@ -103,18 +117,16 @@ def require_executorch() -> None:
 @pytest.fixture(scope="session")
 def xnnpack_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model cache holding the xnnpack program of the shared weights, exported by pi-infer's
-    own loader once: exporting takes about a minute, so with $PI_INFER_TEST_CACHE set (CI keeps
-    it) the cache survives across runs."""
+    own loader once per run (about a minute), or once for good under $PI_INFER_TEST_CACHE."""
     import dataclasses
 
     from pidaemon.config import ModelConfig
     from pidaemon.model.xnnpack.loader import load_xnnpack
 
-    persistent = os.environ.get("PI_INFER_TEST_CACHE")
-    directory = (Path(persistent) / "xnnpack" if persistent
-                 else tmp_path_factory.mktemp("xnnpack-cache"))
+    directory = shared_directory(tmp_path_factory, "xnnpack")
     model = dataclasses.replace(ModelConfig(), weights=str(WEIGHTS), cache_dir=str(directory))
-    load_xnnpack(model, 1).close()
+    with first_worker_builds(directory):
+        load_xnnpack(model, 1).close()
     return directory
 
 

@@ -132,3 +132,8 @@ class ServiceRun(EventStream):
 
     def describe_end(self) -> str:
         return f"exit={self.exit_code} error={self.error!r}"
+
+
+def ready(event: dict) -> bool:
+    """The `ready in N s` lifecycle line: READY=1 was sent."""
+    return event["event"] == "lifecycle" and event["message"].startswith("ready")
