@@ -48,7 +48,9 @@ lint: venv
 # Two tiers (docs/development.md): `make test` runs in-process, `make test-system` needs a process
 # of its own per test (signals, exit statuses, the browser, the CLI end to end). Both spread over
 # TEST_WORKERS pytest-xdist workers: most of a test's time is waiting, not computing.
-# PI_INFER_TEST_CACHE=DIR keeps what the tests export (the xnnpack program, ~1 min) across runs.
+# PI_INFER_TEST_CACHE keeps what the tests build once (the compiled model, the xnnpack program,
+# ~1 min) across runs.
+export PI_INFER_TEST_CACHE ?= $(CURDIR)/.test-cache
 TEST_WORKERS ?= 3
 PYTEST := PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS)
 test: packages-test venv lint
@@ -112,6 +114,7 @@ uninstall:
 	else echo "kept $(DESTDIR)$(SYSCONFDIR)/pi-infer.yaml (PURGE=1 removes it and the caches)"; fi
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache bench-results.json soak-results.json
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache .test-cache bench-results.json \
+	  soak-results.json
 
 -include mk/*.mk

@@ -154,10 +154,12 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def pi_infer(*args: str, env: dict | None = None, timeout: float = 120,
-             cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run the CLI to completion, as `python -m pidaemon`."""
+             cwd: Path = REPO, nice: int = 0) -> subprocess.CompletedProcess:
+    """Run the CLI to completion, as `python -m pidaemon`; `nice` lowers its priority (and its
+    children's) below the tests that time a daemon."""
     return subprocess.run([sys.executable, "-m", "pidaemon", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
+                          text=True, timeout=timeout, env=env, cwd=cwd,
+                          preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
 
 class Daemon(EventStream):
