@@ -52,7 +52,8 @@ lint: venv
 # ~1 min) across runs.
 export PI_INFER_TEST_CACHE ?= $(CURDIR)/.test-cache
 TEST_WORKERS ?= 3
-PYTEST := PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS)
+PYTEST := PI_INFER_XNNPACK=required $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS) \
+  --dist loadgroup
 test: packages-test venv lint
 	$(PYTEST) -m "not system" tests
 

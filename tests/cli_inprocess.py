@@ -30,7 +30,9 @@ def kept_log() -> Iterator[None]:
     try:
         yield
     finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
 
 
 @contextmanager

@@ -61,6 +61,7 @@ class ServiceRun(EventStream):
         self.error: BaseException | None = None
         self._collector = _Collector(self.lines)
         logger = logging.getLogger(LOGGER_NAME)
+        self._saved_log = (list(logger.handlers), logger.level, logger.propagate)
         logger.handlers[:] = [self._collector]
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -122,13 +123,16 @@ class ServiceRun(EventStream):
         return self.exit_code
 
     def close(self) -> None:
-        """Stop it if it still runs; the log goes back to no handler."""
+        """Stop it if it still runs; the `pi-infer` logger goes back to how it was."""
         if self.running:
             self.stop()
             self.thread.join(10)
         logger = logging.getLogger(LOGGER_NAME)
         if self._collector in logger.handlers:
-            logger.removeHandler(self._collector)
+            handlers, level, propagate = self._saved_log
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
     def describe_end(self) -> str:
         return f"exit={self.exit_code} error={self.error!r}"

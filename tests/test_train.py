@@ -37,6 +37,9 @@ LABEL_PHOTOS = {"bird": ["bird.bmp"], "cat": ["chelsea.png", "cat_720p.jpg"],
 PHOTO_LABEL = {photo: label for label, photos in LABEL_PHOTOS.items() for photo in photos}
 PER_LABEL = 12
 
+# Its module fixtures are built once, on one pytest-xdist worker (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("train")
+
 
 def make_dataset(root: Path, labels: dict[str, list[str]], per_label: int, seed: int) -> Path:
     """Variations of the shared photos (crops, flips, brightness), as the bench makes them."""

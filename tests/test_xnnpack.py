@@ -56,6 +56,9 @@ from pidaemon.model.xnnpack.runtime import (  # noqa: E402
 
 VARIANTS_PER_PHOTO = 60  # 300 frames in all
 
+# Its module fixtures are built once, on one pytest-xdist worker (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("xnnpack")
+
 
 def varied_frames(seed: int = 0) -> list[np.ndarray]:
     """Crops, flips and brightness changes of the shared photos, as BGR camera frames."""
