@@ -39,7 +39,6 @@ DEFAULT_HEALTH_WINDOW = 30.0  # heartbeat age that counts as hung when systemd s
 CAPTURE_ATTEMPT_TIMEOUT = 10.0
 
 
-
 class TerminateRequest(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT while it is busy starting up.
 
