@@ -209,20 +209,19 @@ class MqttSink(Sink):
             self._removed = (self._removed | {component_id(t) for t in gone}) - {
                 component_id(t) for t in names}
             self._queue_discovery()
-            self._clear(self._region_topics(name) for name in sorted(gone))
+            self._clear(topic for name in sorted(gone) for topic in self._region_topics(name))
 
     def _region_topics(self, region_topic: str) -> tuple[str, str]:
         return (f"{self.base}/{region_topic}/state", f"{self.base}/{region_topic}/attributes")
 
-    def _clear(self, topic_groups: Iterable[Iterable[str]]) -> None:
+    def _clear(self, topics: Iterable[str]) -> None:
         """Under the lock: empty retained payloads, queued after everything pending, the
         discovery config that removes their entities included: Home Assistant still subscribed
         to a topic would log the empty payload as an invalid state."""
-        for topics in topic_groups:
-            for topic in topics:
-                self._current.pop(topic, None)
-                self._pending.pop(topic, None)
-                self._pending[topic] = _Message(topic, "", retain=True)
+        for topic in topics:
+            self._current.pop(topic, None)
+            self._pending.pop(topic, None)
+            self._pending[topic] = _Message(topic, "", retain=True)
 
     def _queue_discovery(self) -> None:
         """Under the lock: the device config, or its removal once no region is left."""
@@ -355,7 +354,7 @@ class MqttSink(Sink):
                 self._queue_discovery()
                 # The topics that config named: with cameras a component `garden_gate` is the
                 # region `garden/gate`, which its id alone cannot tell.
-                self._clear(self._own_topics(entry) for entry in stale.values())
+                self._clear(topic for entry in stale.values() for topic in self._own_topics(entry))
 
     def _own_topics(self, component: dict) -> list[str]:
         """A retained component's state and attributes topics, if they are under our base."""
